@@ -1,0 +1,156 @@
+//! The `iamd` command line.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use iamd::policy::{self, Diagnostic, PolicyKind, Severity};
+
+#[derive(Parser)]
+#[command(name = "iamd", version, about = "AWS IAM for your own services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide JSON Lines test vectors, writing one JSON line per case
+    Simulate {
+        /// File of cases, one JSON object per line; `-` for standard input
+        #[arg(long, value_name = "FILE")]
+        cases: String,
+        /// Add the explanation (deciding layer, reason, matched statements) to each result
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Work with policy documents
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check policy files: errors and warnings as `file:line:col: severity: message`
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// How the policies are used, which decides the rules and size limits
+        #[arg(long, value_enum, default_value_t = Kind::Identity)]
+        kind: Kind,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Identity,
+    Resource,
+    Trust,
+    Scp,
+    Rcp,
+    Boundary,
+    Session,
+}
+
+impl From<Kind> for PolicyKind {
+    fn from(kind: Kind) -> PolicyKind {
+        match kind {
+            Kind::Identity => PolicyKind::Identity,
+            Kind::Resource => PolicyKind::Resource,
+            Kind::Trust => PolicyKind::Trust,
+            Kind::Scp => PolicyKind::Scp,
+            Kind::Rcp => PolicyKind::Rcp,
+            Kind::Boundary => PolicyKind::Boundary,
+            Kind::Session => PolicyKind::Session,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("iamd: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Simulate { cases, explain } => simulate(&cases, explain),
+        Command::Policy { command: PolicyCommand::Validate { files, kind, format } } => {
+            validate(&files, kind.into(), format)
+        }
+    }
+}
+
+fn simulate(cases: &str, explain: bool) -> Result<ExitCode> {
+    let input: Box<dyn BufRead> = if cases == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = fs::File::open(cases).with_context(|| format!("cannot open cases file `{cases}`"))?;
+        Box::new(BufReader::new(file))
+    };
+    let stdout = io::stdout().lock();
+    let summary = iamd::simulate::run(input, io::BufWriter::new(stdout), explain)
+        .with_context(|| format!("cannot read cases from `{cases}`"))?;
+    if summary.errors > 0 {
+        eprintln!(
+            "iamd: {} of {} cases could not be decided (see their `error`)",
+            summary.errors, summary.cases
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(files: &[PathBuf], kind: PolicyKind, format: Format) -> Result<ExitCode> {
+    let mut all: Vec<Diagnostic> = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = fs::read_to_string(file).with_context(|| format!("cannot read `{name}`"))?;
+        match policy::parse(&name, &text, kind) {
+            Ok(parsed) => all.extend(parsed.warnings),
+            Err(error) => all.extend(error.diagnostics),
+        }
+    }
+    let errors = all.iter().filter(|d| d.severity == Severity::Error).count();
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &all)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            for diagnostic in &all {
+                writeln!(out, "{diagnostic}")?;
+            }
+            let warnings = all.len() - errors;
+            eprintln!(
+                "{} file{} checked as {kind} policies: {errors} error{}, {warnings} warning{}",
+                files.len(),
+                plural(files.len()),
+                plural(errors),
+                plural(warnings)
+            );
+        }
+    }
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,268 @@
+//! The project's public test-vector format: one JSON object per line, each a request with the
+//! policies that apply to it, decided by the engine. `iamd simulate` is a thin shell over
+//! [`run`]; the test suite runs the vectors under `tests/vectors/` through it.
+//!
+//! A case:
+//! `{"id": "c1", "principal": "arn:aws:iam::111122223333:user/alice", "action": "s3:GetObject",
+//!   "resource": "arn:aws:s3:::bucket/key", "resource_account": "111122223333",
+//!   "context": {"aws:SourceIp": "10.0.0.1", "aws:TagKeys": ["env", "team"]},
+//!   "identity_policies": [policy, ...], "resource_policy": policy, "permission_boundary": policy,
+//!   "scps": [[policy, ...], ...], "rcps": [[policy, ...], ...], "session_policy": policy}`
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::eval::{self, Context, Decision, Explanation, PolicySet, Principal, Request};
+use crate::policy::{self, Policy, PolicyError, PolicyKind};
+
+/// Fields a case may carry besides the request and policies: documentation for humans and the
+/// expected decision, which `simulate` does not read but test harnesses do.
+const NOTE_FIELDS: &[&str] = &["description", "source", "expect"];
+const FIELDS: &[&str] = &[
+    "id",
+    "principal",
+    "action",
+    "resource",
+    "resource_account",
+    "context",
+    "identity_policies",
+    "resource_policy",
+    "permission_boundary",
+    "scps",
+    "rcps",
+    "session_policy",
+];
+
+/// The result of one case, written as one JSON line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub id: Value,
+    pub decision: Option<Decision>,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+/// Counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub cases: usize,
+    pub errors: usize,
+}
+
+/// Reads cases from `input` (blank lines skipped) and writes one outcome line per case, in order.
+pub fn run(input: impl BufRead, mut output: impl Write, explain: bool) -> io::Result<Summary> {
+    let mut summary = Summary::default();
+    for (number, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut outcome = run_case(&line, explain);
+        if let Some(error) = &mut outcome.error {
+            *error = format!("line {}: {error}", number + 1);
+            summary.errors += 1;
+        }
+        summary.cases += 1;
+        serde_json::to_writer(&mut output, &outcome)?;
+        output.write_all(b"\n")?;
+    }
+    output.flush()?;
+    Ok(summary)
+}
+
+/// Decides one case given as a line of JSON. Never fails: a bad case is an outcome with an
+/// error and no decision.
+pub fn run_case(line: &str, explain: bool) -> Outcome {
+    let value: Value = match serde_json::from_str(line) {
+        Ok(value) => value,
+        Err(e) => return failed(Value::Null, format!("case is not valid JSON: {e}")),
+    };
+    let Value::Object(case) = value else {
+        return failed(Value::Null, "case must be a JSON object".into());
+    };
+    let id = case.get("id").cloned().unwrap_or(Value::Null);
+    match Case::read(&case) {
+        Ok(case) => {
+            let policies = case.policy_set();
+            if explain {
+                let explanation = eval::explain(&case.request, &policies);
+                Outcome {
+                    id,
+                    decision: Some(explanation.decision),
+                    error: None,
+                    explanation: Some(explanation),
+                }
+            } else {
+                Outcome {
+                    id,
+                    decision: Some(eval::authorize(&case.request, &policies)),
+                    error: None,
+                    explanation: None,
+                }
+            }
+        }
+        Err(error) => failed(id, error),
+    }
+}
+
+fn failed(id: Value, error: String) -> Outcome {
+    Outcome { id, decision: None, error: Some(error), explanation: None }
+}
+
+/// A case read and compiled.
+pub struct Case {
+    pub request: Request,
+    pub identity: Vec<Arc<Policy>>,
+    pub resource: Option<Policy>,
+    pub permissions_boundary: Option<Policy>,
+    pub session: Option<Policy>,
+    pub scps: Option<Vec<Vec<Arc<Policy>>>>,
+    pub rcps: Option<Vec<Vec<Arc<Policy>>>>,
+}
+
+impl Case {
+    /// Reads a case object; the error names the field and what was expected.
+    pub fn read(case: &Map<String, Value>) -> Result<Case, String> {
+        for key in case.keys() {
+            if !FIELDS.contains(&key.as_str()) && !NOTE_FIELDS.contains(&key.as_str()) {
+                return Err(format!("unknown field `{key}`: expected one of {}", FIELDS.join(", ")));
+            }
+        }
+        let principal = required_string(case, "principal")?;
+        let principal = Principal::parse(principal).map_err(|e| format!("`principal`: {e}"))?;
+        let action = required_string(case, "action")?;
+        let resource = required_string(case, "resource")?;
+        let mut request = Request::new(principal, action, resource).map_err(|e| e.to_string())?;
+        match case.get("resource_account") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(account)) => {
+                request =
+                    request.with_resource_account(account).map_err(|e| format!("`resource_account`: {e}"))?;
+            }
+            Some(_) => return Err("`resource_account` must be a 12-digit account id string or null".into()),
+        }
+        if let Some(context) = case.get("context").filter(|v| !v.is_null()) {
+            request = request.with_context(read_context(context)?);
+        }
+        let identity = match case.get("identity_policies") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    compile(&format!("identity_policies[{i}]"), p, PolicyKind::Identity).map(Arc::new)
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("`identity_policies` must be an array of policies".into()),
+        };
+        Ok(Case {
+            identity,
+            resource: optional_policy(case, "resource_policy", request.resource_policy_kind())?,
+            permissions_boundary: optional_policy(case, "permission_boundary", PolicyKind::Boundary)?,
+            session: optional_policy(case, "session_policy", PolicyKind::Session)?,
+            scps: levels(case, "scps", PolicyKind::Scp)?,
+            rcps: levels(case, "rcps", PolicyKind::Rcp)?,
+            request,
+        })
+    }
+
+    pub fn policy_set(&self) -> PolicySet<'_> {
+        PolicySet {
+            identity: &self.identity,
+            resource: self.resource.as_ref(),
+            permissions_boundary: self.permissions_boundary.as_ref(),
+            session: self.session.as_ref(),
+            scps: self.scps.as_deref(),
+            rcps: self.rcps.as_deref(),
+        }
+    }
+}
+
+fn required_string<'a>(case: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
+    match case.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("`{field}` must be a string")),
+        None => Err(format!("missing field `{field}`")),
+    }
+}
+
+fn read_context(value: &Value) -> Result<Context, String> {
+    let Value::Object(map) = value else {
+        return Err("`context` must be an object of condition keys to a string or an array of strings".into());
+    };
+    let mut context = Context::default();
+    for (key, value) in map {
+        let scalar = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let values = match value {
+            Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
+            other => scalar(other).map(|s| vec![s]),
+        };
+        let values =
+            values.ok_or_else(|| format!("`context.{key}` must be a string or an array of strings"))?;
+        context.insert(key, values);
+    }
+    Ok(context)
+}
+
+fn compile(name: &str, value: &Value, kind: PolicyKind) -> Result<Policy, String> {
+    policy::parse_value(name, value, kind).map(|parsed| parsed.policy).map_err(|e| describe(name, &e))
+}
+
+/// A policy error in a case: the JSON path inside the policy rather than a line number, since
+/// the policy is embedded in the case's line.
+fn describe(name: &str, error: &PolicyError) -> String {
+    let messages: Vec<String> = error
+        .errors()
+        .map(|d| {
+            let at = if d.path.is_empty() { String::new() } else { format!(" (at `{}`)", d.path) };
+            format!("{}{at}", d.message)
+        })
+        .collect();
+    format!("`{name}` is not a valid policy: {}", messages.join("; "))
+}
+
+fn optional_policy(
+    case: &Map<String, Value>,
+    field: &str,
+    kind: PolicyKind,
+) -> Result<Option<Policy>, String> {
+    match case.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => compile(field, value, kind).map(Some),
+    }
+}
+
+fn levels(
+    case: &Map<String, Value>,
+    field: &str,
+    kind: PolicyKind,
+) -> Result<Option<Vec<Vec<Arc<Policy>>>>, String> {
+    let shape =
+        || format!("`{field}` must be null or an array of levels (root first), each an array of policies");
+    match case.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(levels)) => levels
+            .iter()
+            .enumerate()
+            .map(|(level, policies)| match policies {
+                Value::Array(policies) => policies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| compile(&format!("{field}[{level}][{i}]"), p, kind).map(Arc::new))
+                    .collect(),
+                _ => Err(shape()),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(shape()),
+    }
+}
