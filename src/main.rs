@@ -1,5 +1,7 @@
 //! The `iamd` command line.
 
+mod cli;
+
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -18,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sidecar: the Authorizer and Admin gRPC APIs over the bundle and the store
+    Serve(cli::ServeArgs),
+    /// Ask a running iamd for a decision; prints the response as JSON
+    Check(cli::CheckArgs),
+    /// Manage identities through a running iamd, with the aws CLI's command names
+    Admin(cli::admin::AdminArgs),
     /// Decide JSON Lines test vectors, writing one JSON line per case
     Simulate {
         /// File of cases, one JSON object per line; `-` for standard input
@@ -91,11 +99,38 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => cli::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => client(|| cli::check(args)).map(|output| {
+            println!("{output:#}");
+            ExitCode::SUCCESS
+        }),
+        Command::Admin(args) => {
+            let operation = std::env::args().skip_while(|a| a != "admin").nth(1).unwrap_or_default();
+            let operation = operation.split('-').map(|w| w[..1].to_uppercase() + &w[1..]).collect::<String>();
+            match client(|| cli::admin::run(args)) {
+                Ok(output) => {
+                    if let Some(output) = output {
+                        println!("{output:#}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("{}", cli::describe_error(&error, &operation));
+                    Ok(ExitCode::from(254))
+                }
+            }
+        }
         Command::Simulate { cases, explain } => simulate(&cases, explain),
         Command::Policy { command: PolicyCommand::Validate { files, kind, format } } => {
             validate(&files, kind.into(), format)
         }
     }
+}
+
+/// Runs a client command on a small runtime.
+fn client<T, F: std::future::Future<Output = Result<T>>>(command: impl FnOnce() -> F) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(command())
 }
 
 fn simulate(cases: &str, explain: bool) -> Result<ExitCode> {

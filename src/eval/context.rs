@@ -75,6 +75,12 @@ impl Context {
         self.entries.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|at| self.entries[at].1.as_slice())
     }
 
+    /// Removes every key starting with `prefix` (lower-case), such as caller-supplied
+    /// `aws:principaltag/` keys that iamd replaces with the stored tags.
+    pub fn remove_prefix(&mut self, prefix: &str) {
+        self.entries.retain(|(key, _)| !key.starts_with(prefix));
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -1,0 +1,245 @@
+//! The audit log: one JSON line per decision, with CloudTrail-like fields.
+//!
+//! Records go through a bounded channel to a writer thread. When the channel is full the record
+//! is dropped and counted: a decision never waits for the disk. The file rotates by size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+/// One audited decision.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub event_time: String,
+    pub request_id: String,
+    pub principal: String,
+    pub action: String,
+    pub resource: String,
+    pub decision: String,
+    /// `layer:policy:statement` of the statements that matched, when they were computed.
+    pub matched_statements: Vec<String>,
+    pub reason: Option<String>,
+    pub snapshot_revision: String,
+    pub source_ip: Option<String>,
+}
+
+/// Where and how the audit log is written.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    /// Rotate when the file exceeds this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` is the newest).
+    pub keep: usize,
+    /// Records buffered in memory before new ones are dropped.
+    pub buffer: usize,
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    /// Write out everything queued before this, then acknowledge.
+    Flush(SyncSender<()>),
+}
+
+pub struct Audit {
+    sender: Option<SyncSender<Message>>,
+    dropped: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Audit {
+    /// Starts the writer. `None` disables auditing.
+    pub fn start(config: Option<AuditConfig>) -> std::io::Result<Audit> {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let Some(config) = config else {
+            return Ok(Audit { sender: None, dropped, written, writer: None });
+        };
+        if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = open(&config.path)?;
+        let (sender, receiver) = sync_channel(config.buffer.max(1));
+        let count = written.clone();
+        let writer = std::thread::Builder::new()
+            .name("iamd-audit".into())
+            .spawn(move || write_loop(receiver, file, config, count))?;
+        Ok(Audit { sender: Some(sender), dropped, written, writer: Some(writer) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Queues a record; drops and counts it if the writer is behind.
+    pub fn record(&self, record: AuditRecord) {
+        if let Some(sender) = &self.sender {
+            match sender.try_send(Message::Record(Box::new(record))) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every record queued so far is written (used at shutdown).
+    pub fn flush(&self) {
+        if let Some(sender) = &self.sender {
+            let (ack, done) = sync_channel(1);
+            if sender.send(Message::Flush(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+    }
+
+    /// Writes out what is queued and stops the writer.
+    pub fn close(&mut self) {
+        self.sender = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<BufWriter<File>> {
+    Ok(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?))
+}
+
+fn write_loop(
+    receiver: Receiver<Message>,
+    mut file: BufWriter<File>,
+    config: AuditConfig,
+    written: Arc<AtomicU64>,
+) {
+    let mut size = std::fs::metadata(&config.path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        // Block for one record, then drain what else is queued before flushing.
+        let Ok(first) = receiver.recv() else {
+            break;
+        };
+        let mut batch = vec![first];
+        batch.extend(receiver.try_iter().take(4096));
+        for message in batch {
+            let record = match message {
+                Message::Record(record) => record,
+                Message::Flush(ack) => {
+                    let _ = file.flush();
+                    let _ = ack.send(());
+                    continue;
+                }
+            };
+            let Ok(mut line) = serde_json::to_vec(&record) else {
+                continue;
+            };
+            line.push(b'\n');
+            if file.write_all(&line).is_err() {
+                tracing::warn!(path = %config.path.display(), "cannot write the audit log; records are lost until it is writable");
+                continue;
+            }
+            size += line.len() as u64;
+            written.fetch_add(1, Ordering::Relaxed);
+            if size >= config.max_bytes {
+                let _ = file.flush();
+                rotate(&config);
+                match open(&config.path) {
+                    Ok(fresh) => {
+                        file = fresh;
+                        size = 0;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot reopen the audit log after rotation"),
+                }
+            }
+        }
+        let _ = file.flush();
+    }
+    let _ = file.flush();
+}
+
+fn rotate(config: &AuditConfig) {
+    let numbered = |n: usize| PathBuf::from(format!("{}.{n}", config.path.display()));
+    if config.keep == 0 {
+        let _ = std::fs::remove_file(&config.path);
+        return;
+    }
+    let _ = std::fs::remove_file(numbered(config.keep));
+    for n in (1..config.keep).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    let _ = std::fs::rename(&config.path, numbered(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            event_time: "2026-01-01T00:00:00Z".into(),
+            request_id: format!("r{i}"),
+            principal: "arn:aws:iam::111122223333:user/alice".into(),
+            action: "s3:GetObject".into(),
+            resource: "arn:aws:s3:::b/k".into(),
+            decision: "Allow".into(),
+            matched_statements: vec![],
+            reason: None,
+            snapshot_revision: "r1+1".into(),
+            source_ip: None,
+        }
+    }
+
+    #[test]
+    fn writes_lines_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut audit =
+            Audit::start(Some(AuditConfig { path: path.clone(), max_bytes: 2_000, keep: 2, buffer: 10_000 }))
+                .unwrap();
+        for i in 0..40 {
+            audit.record(record(i));
+        }
+        audit.close();
+        assert_eq!(audit.written() + audit.dropped(), 40);
+        let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(rotated.lines().next().unwrap()).unwrap();
+        assert_eq!(line["action"], "s3:GetObject");
+        assert!(line.get("eventTime").is_some());
+        assert!(!dir.path().join("audit.jsonl.3").exists());
+    }
+
+    #[test]
+    fn a_full_buffer_drops_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut audit =
+            Audit::start(Some(AuditConfig { path, max_bytes: u64::MAX, keep: 1, buffer: 1 })).unwrap();
+        for i in 0..10_000 {
+            audit.record(record(i));
+        }
+        audit.close();
+        assert_eq!(audit.written() + audit.dropped(), 10_000);
+        assert!(audit.dropped() > 0);
+    }
+}

@@ -1,0 +1,243 @@
+//! The hot path of the sidecar: a request, the current snapshot, a decision.
+//!
+//! It resolves the principal in the snapshot's directory, fills the context keys iamd knows
+//! (the principal's identity and tags, the resource's tags) over anything the caller claimed,
+//! picks the applicable policies and runs the engine. Nothing here touches the store or takes a
+//! lock.
+
+use crate::eval::{self, Context, Decision, Explanation, PolicySet, Principal, Request};
+use crate::snapshot::{EntityKind, PrincipalEntry, Snapshot, principal_key};
+
+/// Largest context accepted: keys, values per key, bytes per value.
+pub const MAX_CONTEXT_KEYS: usize = 128;
+pub const MAX_VALUES_PER_KEY: usize = 256;
+pub const MAX_VALUE_BYTES: usize = 4_096;
+
+/// A request field that cannot be used, named as in the API.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+    InvalidField { field, message: message.into() }
+}
+
+/// What the caller asks.
+#[derive(Debug)]
+pub struct Query<'a> {
+    pub principal: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub resource_account: &'a str,
+    pub context: Context,
+    pub explain: bool,
+}
+
+/// A decision, with its explanation when asked for (and always for a deny decided before
+/// evaluation, so that the caller learns why).
+#[derive(Debug)]
+pub struct Answer {
+    pub decision: Decision,
+    pub explanation: Option<Explanation>,
+    /// Denied before evaluation (unknown principal, unresolved policies): the explanation says
+    /// why and is always returned.
+    pub refused: bool,
+}
+
+/// Checks the size limits of a context.
+pub fn check_context_size(keys: usize, longest: usize, largest: usize) -> Result<(), InvalidField> {
+    if keys > MAX_CONTEXT_KEYS {
+        return Err(invalid("context", format!("{keys} keys, more than the {MAX_CONTEXT_KEYS} allowed")));
+    }
+    if longest > MAX_VALUES_PER_KEY {
+        return Err(invalid(
+            "context",
+            format!("a key has {longest} values, more than the {MAX_VALUES_PER_KEY} allowed"),
+        ));
+    }
+    if largest > MAX_VALUE_BYTES {
+        return Err(invalid(
+            "context",
+            format!("a value has {largest} bytes, more than the {MAX_VALUE_BYTES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides `query` against `snapshot`.
+pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidField> {
+    let principal = Principal::parse(query.principal).map_err(|e| invalid("principal", e.to_string()))?;
+    let mut request = Request::new(principal.clone(), query.action, query.resource).map_err(|e| match e {
+        eval::RequestError::InvalidAction(_) => invalid("action", e.to_string()),
+        _ => invalid("resource", e.to_string()),
+    })?;
+    if !query.resource_account.is_empty() {
+        request = request
+            .with_resource_account(query.resource_account)
+            .map_err(|e| invalid("resource_account", e.to_string()))?;
+    }
+
+    let entry = match lookup(snapshot, &principal) {
+        Lookup::Stored(entry) => Some(entry),
+        Lookup::NotStored => None,
+        Lookup::Unknown(reason) => return Ok(refuse(&request, reason)),
+    };
+    if let Some(reason) = entry.and_then(|e| e.unresolved.as_deref()) {
+        return Ok(refuse(&request, reason.to_string()));
+    }
+
+    let mut context = query.context;
+    fill_context(&mut context, &principal, entry, snapshot, query.resource);
+    let request = request.with_context(context);
+
+    let bundle = &snapshot.bundle;
+    let trust = if request.resource_policy_kind() == crate::policy::PolicyKind::Trust {
+        trust_policy(snapshot, query.resource)
+    } else {
+        None
+    };
+    let resource_policy = trust.or_else(|| bundle.resource_policy(query.resource).map(|p| &**p));
+    let resource_account = resource_account(&request, &principal);
+    let policies = PolicySet {
+        identity: entry.map_or(&[], |e| e.identity.as_slice()),
+        resource: resource_policy,
+        permissions_boundary: entry.and_then(|e| e.boundary.as_deref()),
+        session: None,
+        scps: principal.account().and_then(|a| bundle.scps(a)).map(|levels| levels.as_slice()),
+        rcps: resource_account.and_then(|a| bundle.rcps(a)).map(|levels| levels.as_slice()),
+    };
+    if query.explain {
+        let explanation = eval::explain(&request, &policies);
+        Ok(Answer { decision: explanation.decision, explanation: Some(explanation), refused: false })
+    } else {
+        Ok(Answer { decision: eval::authorize(&request, &policies), explanation: None, refused: false })
+    }
+}
+
+enum Lookup<'s> {
+    Stored(&'s PrincipalEntry),
+    /// A principal iamd does not store (root, anonymous, a service): only its request decides.
+    NotStored,
+    Unknown(String),
+}
+
+fn lookup<'s>(snapshot: &'s Snapshot, principal: &Principal) -> Lookup<'s> {
+    let find = |kind, account: &str, name: &str| {
+        snapshot.directory.principals.get(&principal_key(kind, account, name))
+    };
+    let unknown = || Lookup::Unknown(format!("principal {} is not known to iamd", principal.display()));
+    match principal {
+        Principal::User { arn, account } => {
+            let name = arn.rsplit('/').next().unwrap_or_default();
+            match find(EntityKind::User, account, name) {
+                Some(entry) if entry.arn == *arn => Lookup::Stored(entry),
+                _ => unknown(),
+            }
+        }
+        Principal::Role { arn, account, name } => match find(EntityKind::Role, account, name) {
+            Some(entry) if entry.arn == *arn => Lookup::Stored(entry),
+            _ => unknown(),
+        },
+        Principal::AssumedRole { account, role_name, .. } => match find(EntityKind::Role, account, role_name)
+        {
+            Some(entry) => Lookup::Stored(entry),
+            None => unknown(),
+        },
+        Principal::FederatedUser { .. } => unknown(),
+        Principal::Root { .. } | Principal::Anonymous | Principal::Service(_) | Principal::Federated(_) => {
+            Lookup::NotStored
+        }
+    }
+}
+
+fn refuse(request: &Request, reason: String) -> Answer {
+    let explanation = Explanation {
+        decision: Decision::ImplicitDeny,
+        deciding_layer: None,
+        reason: format!(
+            "{} is not authorized to perform: {} on resource: {} because {reason}",
+            request.principal().display(),
+            request.action(),
+            request.resource()
+        ),
+        matched_statements: Vec::new(),
+    };
+    Answer { decision: Decision::ImplicitDeny, explanation: Some(explanation), refused: true }
+}
+
+/// Context keys iamd knows better than the caller: who the principal is, its tags, and the
+/// resource's tags. They replace whatever the caller sent under the same keys.
+fn fill_context(
+    context: &mut Context,
+    principal: &Principal,
+    entry: Option<&PrincipalEntry>,
+    snapshot: &Snapshot,
+    resource: &str,
+) {
+    context.remove_prefix("aws:principaltag/");
+    context.remove_prefix("aws:resourcetag/");
+    if let Some(account) = principal.account() {
+        context.insert("aws:PrincipalAccount", [account]);
+    }
+    let principal_type = match principal {
+        Principal::User { .. } => "User",
+        Principal::Role { .. } | Principal::AssumedRole { .. } => "AssumedRole",
+        Principal::FederatedUser { .. } => "FederatedUser",
+        Principal::Root { .. } => "Account",
+        Principal::Anonymous => "Anonymous",
+        Principal::Service(_) | Principal::Federated(_) => "Service",
+    };
+    context.insert("aws:PrincipalType", [principal_type]);
+    match principal {
+        Principal::Root { account, .. } => {
+            context.insert("aws:PrincipalArn", [principal.display()]);
+            context.insert("aws:userid", [account.as_str()]);
+        }
+        Principal::Service(name) | Principal::Federated(name) => {
+            context.insert("aws:PrincipalServiceName", [name.as_str()])
+        }
+        _ => {}
+    }
+    if let Some(entry) = entry {
+        context.insert("aws:PrincipalArn", [entry.arn.as_str()]);
+        match (entry.kind, principal) {
+            (EntityKind::User, _) => {
+                context.insert("aws:username", [entry.name.as_str()]);
+                context.insert("aws:userid", [entry.id.as_str()]);
+            }
+            (EntityKind::Role, Principal::AssumedRole { arn, .. }) => {
+                let session = arn.rsplit('/').next().unwrap_or_default();
+                context.insert("aws:userid", [format!("{}:{session}", entry.id)]);
+            }
+            (EntityKind::Role, _) => context.insert("aws:userid", [entry.id.as_str()]),
+        }
+        for tag in &entry.tags {
+            context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
+        }
+    }
+    if let Some(tags) = snapshot.directory.resource_tags.get(resource) {
+        for tag in tags.iter() {
+            context.insert(&format!("aws:ResourceTag/{}", tag.key), [tag.value.as_str()]);
+        }
+    }
+}
+
+/// The trust policy of the stored role named by `resource`.
+fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate::policy::Policy> {
+    let arn = crate::policy::arn::Arn::parse(resource)?;
+    let name = arn.resource.rsplit('/').next()?;
+    let entry = snapshot.directory.principals.get(&principal_key(EntityKind::Role, arn.account, name))?;
+    (entry.arn == resource).then_some(entry.trust.as_deref()).flatten()
+}
+
+fn resource_account<'r>(request: &'r Request, principal: &'r Principal) -> Option<&'r str> {
+    request.resource_account.as_deref().or_else(|| {
+        crate::policy::arn::Arn::parse(request.resource())
+            .map(|arn| arn.account)
+            .filter(|a| !a.is_empty())
+            .or_else(|| principal.account())
+    })
+}

@@ -1,0 +1,79 @@
+//! Policies that exist without a bundle: common AWS managed policies, and the organisation's
+//! `FullAWSAccess` and `RCPFullAWSAccess`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::policy::{self, Policy, PolicyKind};
+
+/// AWS managed policies iamd always knows. `ReadOnlyAccess` is iamd's compact rendering of
+/// AWS's (which lists thousands of actions): every `Get*`, `List*`, `Describe*`, `BatchGet*`
+/// and `View*` action.
+const AWS_MANAGED: &[(&str, &str)] = &[
+    (
+        "AdministratorAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#,
+    ),
+    (
+        "ReadOnlyAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["*:Get*", "*:List*", "*:Describe*", "*:BatchGet*", "*:View*"], "Resource": "*"}]}"#,
+    ),
+    (
+        "PowerUserAccess",
+        r#"{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "NotAction": ["iam:*", "organizations:*", "account:*"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["iam:CreateServiceLinkedRole", "iam:DeleteServiceLinkedRole", "iam:ListRoles", "organizations:DescribeOrganization", "account:ListRegions", "account:GetAccountInformation"], "Resource": "*"}]}"#,
+    ),
+    (
+        "IAMFullAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iam:*", "organizations:DescribeAccount", "organizations:DescribeOrganization", "organizations:DescribeOrganizationalUnit", "organizations:DescribePolicy", "organizations:ListChildren", "organizations:ListParents", "organizations:ListPoliciesForTarget", "organizations:ListRoots", "organizations:ListPolicies", "organizations:ListTargetsForPolicy"], "Resource": "*"}]}"#,
+    ),
+    (
+        "IAMReadOnlyAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iam:GenerateCredentialReport", "iam:GenerateServiceLastAccessedDetails", "iam:Get*", "iam:List*", "iam:SimulateCustomPolicy", "iam:SimulatePrincipalPolicy"], "Resource": "*"}]}"#,
+    ),
+    (
+        "AmazonS3FullAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "s3-object-lambda:*"], "Resource": "*"}]}"#,
+    ),
+    (
+        "AmazonS3ReadOnlyAccess",
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:Get*", "s3:List*", "s3:Describe*", "s3-object-lambda:Get*", "s3-object-lambda:List*"], "Resource": "*"}]}"#,
+    ),
+];
+
+fn compile(name: &str, text: &str, kind: PolicyKind) -> Option<(String, Arc<Policy>)> {
+    // These documents are fixed and valid; a failure would be caught by the tests below.
+    policy::parse(name, text, kind).ok().map(|parsed| (name.to_string(), Arc::new(parsed.policy)))
+}
+
+/// AWS managed policies by ARN.
+pub fn aws_managed() -> HashMap<String, Arc<Policy>> {
+    AWS_MANAGED
+        .iter()
+        .filter_map(|(name, text)| {
+            compile(&format!("arn:aws:iam::aws:policy/{name}"), text, PolicyKind::Identity)
+        })
+        .collect()
+}
+
+pub fn scps() -> HashMap<String, Arc<Policy>> {
+    let full =
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#;
+    compile("FullAWSAccess", full, PolicyKind::Scp).into_iter().collect()
+}
+
+pub fn rcps() -> HashMap<String, Arc<Policy>> {
+    let full = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]}"#;
+    compile("RCPFullAWSAccess", full, PolicyKind::Rcp).into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_compiles() {
+        assert_eq!(super::aws_managed().len(), super::AWS_MANAGED.len());
+        assert_eq!(super::scps().len(), 1);
+        assert_eq!(super::rcps().len(), 1);
+    }
+}

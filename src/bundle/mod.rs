@@ -1,0 +1,449 @@
+//! Policy bundles: the policies an operator ships to iamd as files.
+//!
+//! A bundle is a directory or a `.tar.gz` laid out as
+//!
+//! ```text
+//! manifest.json                  {"revision": "2026-11-25.1", "account": "111122223333"}
+//! policies/NAME.json             customer managed policies: arn:aws:iam::ACCOUNT:policy/NAME
+//! resource-policies/NAME.json    {"resources": ["arn:aws:s3:::reports", "arn:aws:s3:::reports/*"],
+//!                                 "policy": {...}}
+//! organization.json              {"accounts": {"111122223333": ["r-root", "ou-prod"]},
+//!                                 "scps": {"r-root": ["FullAWSAccess"], ...}, "rcps": {...}}
+//! scps/NAME.json, rcps/NAME.json the organisation's SCPs and RCPs
+//! ```
+//!
+//! Loading reads every file, validates and compiles everything, and either returns a whole
+//! [`Bundle`] or every error found, each naming its file and position: a bundle is never used in
+//! part.
+
+mod builtin;
+mod source;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use source::{BundleSource, MAX_BUNDLE_BYTES, digest as source_digest};
+
+use crate::eval::principal::is_account_id;
+use crate::policy::{self, Policy, PolicyKind, Severity};
+
+/// Policies of the organisation, one list per level of an account's path (root first, the
+/// account itself last).
+pub type Levels = Arc<Vec<Vec<Arc<Policy>>>>;
+
+/// A compiled, immutable bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    pub revision: String,
+    /// The account customer managed policies belong to.
+    pub account: String,
+    /// Where the bundle came from, for status and logs.
+    pub source: String,
+    /// A digest of the bundle's files, to skip reloads that change nothing.
+    pub digest: u64,
+    managed: HashMap<String, Arc<Policy>>,
+    exact_resources: HashMap<String, Arc<Policy>>,
+    /// `(prefix, policy)` for patterns ending in `*`, longest first.
+    prefix_resources: Vec<(String, Arc<Policy>)>,
+    scps: HashMap<String, Levels>,
+    rcps: HashMap<String, Levels>,
+    pub warnings: Vec<String>,
+}
+
+/// A problem in a bundle, with the file and position it is at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+fn error(file: &str, message: impl Into<String>) -> BundleError {
+    BundleError { file: file.to_string(), line: 0, column: 0, message: message.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    revision: String,
+    account: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcePolicyFile {
+    resources: Vec<String>,
+    policy: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganizationFile {
+    /// Account id to its path of organisation nodes, root first.
+    accounts: BTreeMap<String, Vec<String>>,
+    scps: Option<BTreeMap<String, Vec<String>>>,
+    rcps: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Bundle {
+    /// Compiles a bundle from its files (relative path to contents).
+    pub fn compile(source: &str, files: &BTreeMap<String, String>) -> Result<Bundle, Vec<BundleError>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let digest = source::digest(files);
+
+        let manifest = match files.get("manifest.json") {
+            None => {
+                errors.push(error(
+                    "manifest.json",
+                    "the bundle has no manifest.json: expected \
+                    {\"revision\": \"...\", \"account\": \"111122223333\"}",
+                ));
+                None
+            }
+            Some(text) => match serde_json::from_str::<Manifest>(text) {
+                Ok(m) if !is_account_id(&m.account) => {
+                    errors.push(error(
+                        "manifest.json",
+                        format!("`account` `{}` is not a 12-digit account id", m.account),
+                    ));
+                    None
+                }
+                Ok(m) if m.revision.trim().is_empty() => {
+                    errors.push(error("manifest.json", "`revision` is empty"));
+                    None
+                }
+                Ok(m) => Some(m),
+                Err(e) => {
+                    errors.push(json_error("manifest.json", &e));
+                    None
+                }
+            },
+        };
+        let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
+
+        let mut compile_file =
+            |file: &str, name: &str, text: &str, kind: PolicyKind, errors: &mut Vec<BundleError>| {
+                match policy::parse(name, text, kind) {
+                    Ok(parsed) => {
+                        warnings.extend(
+                            parsed
+                                .warnings
+                                .iter()
+                                .map(|w| format!("{file}:{}:{}: warning: {}", w.line, w.column, w.message)),
+                        );
+                        Some(Arc::new(parsed.policy))
+                    }
+                    Err(e) => {
+                        errors.extend(e.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(
+                            |d| BundleError {
+                                file: file.to_string(),
+                                line: d.line,
+                                column: d.column,
+                                message: format!(
+                                        "{}{}",
+                                        d.message,
+                                        d.statement
+                                            .as_ref()
+                                            .map(|s| format!(" (statement {s}, at `{}`)", d.path))
+                                            .unwrap_or_default()
+                                    ),
+                            },
+                        ));
+                        None
+                    }
+                }
+            };
+
+        let mut managed: HashMap<String, Arc<Policy>> = builtin::aws_managed();
+        let mut scp_documents: HashMap<String, Arc<Policy>> = builtin::scps();
+        let mut rcp_documents: HashMap<String, Arc<Policy>> = builtin::rcps();
+        let mut exact_resources: HashMap<String, (String, Arc<Policy>)> = HashMap::new();
+        let mut prefix_resources: Vec<(String, String, Arc<Policy>)> = Vec::new();
+        let mut organization = None;
+
+        for (file, text) in files {
+            let (dir, stem) = match file.rsplit_once('/') {
+                Some((dir, name)) => (dir, name.strip_suffix(".json")),
+                None => ("", file.strip_suffix(".json")),
+            };
+            match (dir, stem) {
+                ("", Some("manifest")) => {}
+                ("", Some("organization")) => match serde_json::from_str::<OrganizationFile>(text) {
+                    Ok(org) => organization = Some(org),
+                    Err(e) => errors.push(json_error(file, &e)),
+                },
+                ("policies", Some(name)) if valid_policy_name(name) => {
+                    let arn = format!("arn:aws:iam::{account}:policy/{name}");
+                    if let Some(p) = compile_file(file, &arn, text, PolicyKind::Identity, &mut errors) {
+                        managed.insert(arn, p);
+                    }
+                }
+                ("scps", Some(name)) if valid_policy_name(name) => {
+                    if let Some(p) = compile_file(file, name, text, PolicyKind::Scp, &mut errors) {
+                        scp_documents.insert(name.to_string(), p);
+                    }
+                }
+                ("rcps", Some(name)) if valid_policy_name(name) => {
+                    if let Some(p) = compile_file(file, name, text, PolicyKind::Rcp, &mut errors) {
+                        rcp_documents.insert(name.to_string(), p);
+                    }
+                }
+                ("resource-policies", Some(name)) if valid_policy_name(name) => {
+                    let parsed = match serde_json::from_str::<ResourcePolicyFile>(text) {
+                        Ok(parsed) => parsed,
+                        Err(e) => {
+                            errors.push(json_error(file, &e));
+                            continue;
+                        }
+                    };
+                    if parsed.resources.is_empty() {
+                        errors.push(error(file, "`resources` is empty: list the ARNs this policy protects"));
+                    }
+                    let policy_text = serde_json::to_string_pretty(&parsed.policy).unwrap_or_default();
+                    let Some(policy) =
+                        compile_file(file, name, &policy_text, PolicyKind::Resource, &mut errors)
+                    else {
+                        continue;
+                    };
+                    for resource in parsed.resources {
+                        let valid = crate::policy::arn::Arn::parse(&resource).is_some()
+                            && !resource.trim_end_matches('*').contains(['*', '?']);
+                        if !valid {
+                            errors.push(error(
+                                file,
+                                format!(
+                                    "resource `{resource}` must be an ARN, optionally ending in `*` to cover \
+                                 everything under it (such as `arn:aws:s3:::reports/*`)"
+                                ),
+                            ));
+                        } else if let Some(prefix) = resource.strip_suffix('*') {
+                            prefix_resources.push((prefix.to_string(), file.clone(), policy.clone()));
+                        } else if let Some((other, _)) =
+                            exact_resources.insert(resource.clone(), (file.clone(), policy.clone()))
+                        {
+                            errors.push(error(
+                                file,
+                                format!(
+                                    "resource `{resource}` is also protected by `{other}`: \
+                                a resource has one resource-based policy; merge their statements"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ => errors.push(error(
+                    file,
+                    "unexpected file: a bundle holds manifest.json, organization.json, \
+                    and JSON files named by policy under policies/, resource-policies/, scps/ and rcps/",
+                )),
+            }
+        }
+
+        // Each resource has at most one resource-based policy, as in AWS.
+        prefix_resources.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        for (i, (prefix, file, _)) in prefix_resources.iter().enumerate() {
+            for (other, other_file, _) in &prefix_resources[i + 1..] {
+                if prefix.starts_with(other.as_str()) && file != other_file {
+                    errors.push(error(
+                        file,
+                        format!(
+                            "resources `{prefix}*` overlap `{other}*` of `{other_file}`: a resource has one \
+                         resource-based policy; narrow the patterns or merge the policies"
+                        ),
+                    ));
+                }
+            }
+            for exact in
+                exact_resources.iter().filter(|(arn, (f, _))| arn.starts_with(prefix.as_str()) && f != file)
+            {
+                errors.push(error(file, format!(
+                    "resources `{prefix}*` include `{}` of `{}`: a resource has one resource-based policy",
+                    exact.0, exact.1.0)));
+            }
+        }
+
+        let mut scps = HashMap::new();
+        let mut rcps = HashMap::new();
+        if let Some(org) = organization {
+            let resolve = |attachments: &BTreeMap<String, Vec<String>>,
+                           documents: &HashMap<String, Arc<Policy>>,
+                           kind: &str,
+                           implicit: Option<&str>,
+                           errors: &mut Vec<BundleError>|
+             -> HashMap<String, Levels> {
+                let mut by_account = HashMap::new();
+                for (account, path) in &org.accounts {
+                    let mut levels = Vec::new();
+                    for node in path.iter().chain(std::iter::once(account)) {
+                        let names: Vec<&str> = match attachments.get(node) {
+                            Some(names) => names.iter().map(String::as_str).collect(),
+                            None => match implicit {
+                                Some(full) => vec![full],
+                                None => {
+                                    errors.push(error("organization.json", format!(
+                                        "no {kind} is attached to `{node}`: every root, OU and account needs at \
+                                         least one (attach `FullAWSAccess` to allow everything)")));
+                                    continue;
+                                }
+                            },
+                        };
+                        let mut level = Vec::new();
+                        for name in names {
+                            match documents.get(name) {
+                                Some(p) => level.push(p.clone()),
+                                None => errors.push(error("organization.json", format!(
+                                    "`{node}` attaches {kind} `{name}`, which the bundle does not define: add \
+                                     {}s/{name}.json", kind.to_ascii_lowercase()))),
+                            }
+                        }
+                        levels.push(level);
+                    }
+                    by_account.insert(account.clone(), Arc::new(levels));
+                }
+                by_account
+            };
+            for account in org.accounts.keys() {
+                if !is_account_id(account) {
+                    errors.push(error(
+                        "organization.json",
+                        format!("`{account}` is not a 12-digit account id"),
+                    ));
+                }
+            }
+            if let Some(attachments) = &org.scps {
+                scps = resolve(attachments, &scp_documents, "SCP", None, &mut errors);
+            }
+            if let Some(attachments) = &org.rcps {
+                rcps = resolve(attachments, &rcp_documents, "RCP", Some("RCPFullAWSAccess"), &mut errors);
+            }
+        }
+
+        match manifest {
+            Some(manifest) if errors.is_empty() => Ok(Bundle {
+                revision: manifest.revision,
+                account,
+                source: source.to_string(),
+                digest,
+                managed,
+                exact_resources: exact_resources.into_iter().map(|(arn, (_, p))| (arn, p)).collect(),
+                prefix_resources: prefix_resources.into_iter().map(|(prefix, _, p)| (prefix, p)).collect(),
+                scps,
+                rcps,
+                warnings,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// A managed policy by ARN: the bundle's customer managed policies and AWS managed ones.
+    pub fn managed_policy(&self, arn: &str) -> Option<&Arc<Policy>> {
+        self.managed.get(arn)
+    }
+
+    pub fn managed_policy_count(&self) -> usize {
+        self.managed.len()
+    }
+
+    /// The resource-based policy protecting `resource`, if any.
+    pub fn resource_policy(&self, resource: &str) -> Option<&Arc<Policy>> {
+        self.exact_resources.get(resource).or_else(|| {
+            self.prefix_resources
+                .iter()
+                .find(|(prefix, _)| resource.starts_with(prefix.as_str()))
+                .map(|(_, p)| p)
+        })
+    }
+
+    /// The SCP levels governing principals of `account`, if it is in the organisation.
+    pub fn scps(&self, account: &str) -> Option<&Levels> {
+        self.scps.get(account)
+    }
+
+    /// The RCP levels governing resources of `account`.
+    pub fn rcps(&self, account: &str) -> Option<&Levels> {
+        self.rcps.get(account)
+    }
+}
+
+fn valid_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+fn json_error(file: &str, e: &serde_json::Error) -> BundleError {
+    BundleError { file: file.to_string(), line: e.line(), column: e.column(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const MANIFEST: &str = r#"{"revision": "r1", "account": "111122223333"}"#;
+    const ALLOW_S3: &str =
+        r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}"#;
+
+    #[test]
+    fn compiles_a_bundle() {
+        let bundle = Bundle::compile("test", &files(&[
+            ("manifest.json", MANIFEST),
+            ("policies/S3.json", ALLOW_S3),
+            ("resource-policies/reports.json", r#"{"resources": ["arn:aws:s3:::reports", "arn:aws:s3:::reports/*"],
+                "policy": {"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": "111122223333"}, "Action": "s3:*", "Resource": "*"}}}"#),
+            ("organization.json", r#"{"accounts": {"111122223333": ["r-root", "ou-prod"]},
+                "scps": {"r-root": ["FullAWSAccess"], "ou-prod": ["FullAWSAccess"], "111122223333": ["FullAWSAccess", "NoIam"]}}"#),
+            ("scps/NoIam.json", r#"{"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Action": "iam:*", "Resource": "*"}}"#),
+        ])).unwrap();
+        assert_eq!(bundle.revision, "r1");
+        assert!(bundle.managed_policy("arn:aws:iam::111122223333:policy/S3").is_some());
+        assert!(bundle.managed_policy("arn:aws:iam::aws:policy/AdministratorAccess").is_some());
+        assert!(bundle.resource_policy("arn:aws:s3:::reports/q1.csv").is_some());
+        assert!(bundle.resource_policy("arn:aws:s3:::reports").is_some());
+        assert!(bundle.resource_policy("arn:aws:s3:::other").is_none());
+        assert_eq!(bundle.scps("111122223333").unwrap().len(), 3);
+        assert_eq!(bundle.scps("111122223333").unwrap()[2].len(), 2);
+        assert!(bundle.rcps("111122223333").is_none());
+    }
+
+    #[test]
+    fn reports_every_error_with_its_file() {
+        let errors = Bundle::compile("test", &files(&[
+            ("policies/Bad.json", "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": {\"Effect\": \"Alow\", \"Action\": \"s3:*\", \"Resource\": \"*\"}\n}"),
+            ("resource-policies/a.json", r#"{"resources": ["arn:aws:s3:::a/*"], "policy": {"Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}}}"#),
+            ("resource-policies/b.json", r#"{"resources": ["arn:aws:s3:::a/b/*"], "policy": {"Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}}}"#),
+            ("organization.json", r#"{"accounts": {"111122223333": ["r-root"]}, "scps": {"r-root": ["Missing"]}}"#),
+            ("notes.txt", "hello"),
+        ])).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let has = |fragment: &str| text.iter().any(|e| e.contains(fragment));
+        assert!(has("manifest.json: the bundle has no manifest.json"), "{text:#?}");
+        assert!(has("policies/Bad.json:3:27: `Effect` is \"Alow\""), "{text:#?}");
+        assert!(has("add scps/Missing.json"), "{text:#?}");
+        assert!(has("overlap `arn:aws:s3:::a/*`"), "{text:#?}");
+        assert!(has("attaches SCP `Missing`"), "{text:#?}");
+        assert!(has("no SCP is attached to `111122223333`"), "{text:#?}");
+        assert!(has("notes.txt: unexpected file"), "{text:#?}");
+    }
+}

@@ -1,0 +1,581 @@
+//! `iamd admin`: the admin API with the aws CLI's command and flag names, printing JSON shaped
+//! like the aws CLI's output.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use iamd::proto::{self, admin_client::AdminClient};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The admin API address
+    #[arg(long, env = "IAMD_ADMIN_ENDPOINT", default_value = "http://127.0.0.1:50052")]
+    endpoint: String,
+    /// The account to act in (default: the server's account)
+    #[arg(long, global = true, default_value = "")]
+    account_id: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// `file://PATH` reads a file, as the aws CLI does; anything else is the value itself.
+fn document(value: &str) -> Result<String> {
+    match value.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read `{path}`")),
+        None => Ok(value.to_string()),
+    }
+}
+
+/// `Key=K,Value=V`, the aws CLI's shorthand for a tag.
+fn parse_tag(text: &str) -> Result<proto::Tag, String> {
+    let mut key = None;
+    let mut value = String::new();
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("Key", k)) => key = Some(k.to_string()),
+            Some(("Value", v)) => value = v.to_string(),
+            _ => return Err(format!("`{text}` is not a tag: expected Key=NAME,Value=VALUE")),
+        }
+    }
+    key.map(|key| proto::Tag { key, value }).ok_or_else(|| format!("`{text}` has no Key=NAME"))
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    CreateUser {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long, default_value = "")]
+        path: String,
+        #[arg(long, num_args = 1.., value_parser = parse_tag)]
+        tags: Vec<proto::Tag>,
+        #[arg(long, default_value = "")]
+        permissions_boundary: String,
+    },
+    GetUser {
+        #[arg(long)]
+        user_name: String,
+    },
+    ListUsers {
+        #[arg(long, default_value = "")]
+        path_prefix: String,
+    },
+    DeleteUser {
+        #[arg(long)]
+        user_name: String,
+    },
+    CreateGroup {
+        #[arg(long)]
+        group_name: String,
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+    GetGroup {
+        #[arg(long)]
+        group_name: String,
+    },
+    ListGroups {
+        #[arg(long, default_value = "")]
+        path_prefix: String,
+    },
+    DeleteGroup {
+        #[arg(long)]
+        group_name: String,
+    },
+    AddUserToGroup {
+        #[arg(long)]
+        group_name: String,
+        #[arg(long)]
+        user_name: String,
+    },
+    RemoveUserFromGroup {
+        #[arg(long)]
+        group_name: String,
+        #[arg(long)]
+        user_name: String,
+    },
+    ListGroupsForUser {
+        #[arg(long)]
+        user_name: String,
+    },
+    CreateRole {
+        #[arg(long)]
+        role_name: String,
+        /// The trust policy, or file://PATH
+        #[arg(long)]
+        assume_role_policy_document: String,
+        #[arg(long, default_value = "")]
+        path: String,
+        #[arg(long, default_value_t = 0)]
+        max_session_duration: i32,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, num_args = 1.., value_parser = parse_tag)]
+        tags: Vec<proto::Tag>,
+        #[arg(long, default_value = "")]
+        permissions_boundary: String,
+    },
+    GetRole {
+        #[arg(long)]
+        role_name: String,
+    },
+    ListRoles {
+        #[arg(long, default_value = "")]
+        path_prefix: String,
+    },
+    DeleteRole {
+        #[arg(long)]
+        role_name: String,
+    },
+    UpdateAssumeRolePolicy {
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_document: String,
+    },
+    PutUserPolicy(PutPolicy<UserName>),
+    GetUserPolicy(NamedPolicy<UserName>),
+    ListUserPolicies(UserName),
+    DeleteUserPolicy(NamedPolicy<UserName>),
+    PutGroupPolicy(PutPolicy<GroupName>),
+    GetGroupPolicy(NamedPolicy<GroupName>),
+    ListGroupPolicies(GroupName),
+    DeleteGroupPolicy(NamedPolicy<GroupName>),
+    PutRolePolicy(PutPolicy<RoleName>),
+    GetRolePolicy(NamedPolicy<RoleName>),
+    ListRolePolicies(RoleName),
+    DeleteRolePolicy(NamedPolicy<RoleName>),
+    AttachUserPolicy(Attach<UserName>),
+    DetachUserPolicy(Attach<UserName>),
+    ListAttachedUserPolicies(UserName),
+    AttachGroupPolicy(Attach<GroupName>),
+    DetachGroupPolicy(Attach<GroupName>),
+    ListAttachedGroupPolicies(GroupName),
+    AttachRolePolicy(Attach<RoleName>),
+    DetachRolePolicy(Attach<RoleName>),
+    ListAttachedRolePolicies(RoleName),
+    PutUserPermissionsBoundary(Boundary<UserName>),
+    DeleteUserPermissionsBoundary(UserName),
+    PutRolePermissionsBoundary(Boundary<RoleName>),
+    DeleteRolePermissionsBoundary(RoleName),
+    TagUser(TagArgs<UserName>),
+    UntagUser(UntagArgs<UserName>),
+    ListUserTags(UserName),
+    TagRole(TagArgs<RoleName>),
+    UntagRole(UntagArgs<RoleName>),
+    ListRoleTags(RoleName),
+    TagResource(TagArgs<ResourceArn>),
+    UntagResource(UntagArgs<ResourceArn>),
+    ListResourceTags(ResourceArn),
+    /// Re-read the policy bundle now
+    Reload,
+    /// Snapshot revision, counts, reload results
+    Status,
+    /// Print all stored identities as JSON
+    Export,
+    /// Replace all stored identities with an export
+    Import {
+        /// The export, or file://PATH
+        #[arg(long)]
+        state: String,
+    },
+}
+
+/// How each entity kind is named on the command line.
+pub trait EntityName: Args {
+    fn name(&self) -> &str;
+}
+
+macro_rules! entity_name {
+    ($type:ident, $field:ident) => {
+        #[derive(Args, Clone)]
+        pub struct $type {
+            #[arg(long)]
+            $field: String,
+        }
+        impl EntityName for $type {
+            fn name(&self) -> &str {
+                &self.$field
+            }
+        }
+    };
+}
+
+entity_name!(UserName, user_name);
+entity_name!(GroupName, group_name);
+entity_name!(RoleName, role_name);
+entity_name!(ResourceArn, resource_arn);
+
+#[derive(Args)]
+pub struct PutPolicy<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long)]
+    policy_name: String,
+    /// The policy, or file://PATH
+    #[arg(long)]
+    policy_document: String,
+}
+
+#[derive(Args)]
+pub struct NamedPolicy<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long)]
+    policy_name: String,
+}
+
+#[derive(Args)]
+pub struct Attach<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long)]
+    policy_arn: String,
+}
+
+#[derive(Args)]
+pub struct Boundary<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long)]
+    permissions_boundary: String,
+}
+
+#[derive(Args)]
+pub struct TagArgs<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long, required = true, num_args = 1.., value_parser = parse_tag)]
+    tags: Vec<proto::Tag>,
+}
+
+#[derive(Args)]
+pub struct UntagArgs<E: EntityName> {
+    #[command(flatten)]
+    entity: E,
+    #[arg(long, required = true, num_args = 1..)]
+    tag_keys: Vec<String>,
+}
+
+fn user_json(u: &proto::User) -> Value {
+    let mut user = json!({"Path": u.path, "UserName": u.user_name, "UserId": u.user_id, "Arn": u.arn, "CreateDate": u.create_date});
+    if !u.tags.is_empty() {
+        user["Tags"] = tags_json(&u.tags);
+    }
+    if !u.permissions_boundary.is_empty() {
+        user["PermissionsBoundary"] =
+            json!({"PermissionsBoundaryType": "Policy", "PermissionsBoundaryArn": u.permissions_boundary});
+    }
+    user
+}
+
+fn group_json(g: &proto::Group) -> Value {
+    json!({"Path": g.path, "GroupName": g.group_name, "GroupId": g.group_id, "Arn": g.arn, "CreateDate": g.create_date})
+}
+
+fn role_json(r: &proto::Role) -> Value {
+    let trust: Value = serde_json::from_str(&r.assume_role_policy_document)
+        .unwrap_or(Value::String(r.assume_role_policy_document.clone()));
+    let mut role = json!({"Path": r.path, "RoleName": r.role_name, "RoleId": r.role_id, "Arn": r.arn, "CreateDate": r.create_date,
+        "AssumeRolePolicyDocument": trust, "Description": r.description, "MaxSessionDuration": r.max_session_duration});
+    if !r.tags.is_empty() {
+        role["Tags"] = tags_json(&r.tags);
+    }
+    if !r.permissions_boundary.is_empty() {
+        role["PermissionsBoundary"] =
+            json!({"PermissionsBoundaryType": "Policy", "PermissionsBoundaryArn": r.permissions_boundary});
+    }
+    role
+}
+
+fn tags_json(tags: &[proto::Tag]) -> Value {
+    tags.iter().map(|t| json!({"Key": t.key, "Value": t.value})).collect()
+}
+
+fn policy_json(entity_field: &str, p: &proto::PolicyDocument) -> Value {
+    let document: Value =
+        serde_json::from_str(&p.policy_document).unwrap_or(Value::String(p.policy_document.clone()));
+    json!({entity_field: p.name, "PolicyName": p.policy_name, "PolicyDocument": document})
+}
+
+fn attached_json(a: proto::AttachedPolicies) -> Value {
+    json!({"AttachedPolicies": a.attached_policies.iter().map(|p| json!({"PolicyName": p.policy_name, "PolicyArn": p.policy_arn})).collect::<Vec<_>>()})
+}
+
+/// Runs an admin command; `None` output means the call returns nothing (as the aws CLI prints
+/// nothing).
+pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
+    let channel = Channel::from_shared(args.endpoint.clone())
+        .with_context(|| format!("`{}` is not a valid endpoint URL", args.endpoint))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the iamd admin API at {}", args.endpoint))?;
+    let mut client = AdminClient::new(channel);
+    let account = args.account_id;
+    let entity = |name: &str| proto::EntityRequest { name: name.to_string(), account_id: account.clone() };
+    let put = |name: &str, policy_name: String, document_arg: &str| -> Result<proto::PutPolicyRequest> {
+        Ok(proto::PutPolicyRequest {
+            name: name.to_string(),
+            policy_name,
+            policy_document: document(document_arg)?,
+            account_id: account.clone(),
+        })
+    };
+    let named = |name: &str, policy_name: String| proto::PolicyRequest {
+        name: name.to_string(),
+        policy_name,
+        account_id: account.clone(),
+    };
+    let attachment = |name: &str, policy_arn: String| proto::AttachmentRequest {
+        name: name.to_string(),
+        policy_arn,
+        account_id: account.clone(),
+    };
+    let tagging = |name: &str, tags: Vec<proto::Tag>| proto::TagRequest {
+        name: name.to_string(),
+        tags,
+        account_id: account.clone(),
+    };
+    let untagging = |name: &str, tag_keys: Vec<String>| proto::UntagRequest {
+        name: name.to_string(),
+        tag_keys,
+        account_id: account.clone(),
+    };
+    let policy_names = |p: proto::PolicyNames| json!({"PolicyNames": p.policy_names});
+    let tag_list = |t: proto::Tags| json!({"Tags": tags_json(&t.tags)});
+    use AdminCommand as C;
+    let output = match args.command {
+        C::CreateUser { user_name, path, tags, permissions_boundary } => {
+            let user = client
+                .create_user(proto::CreateUserRequest {
+                    user_name,
+                    path,
+                    tags,
+                    permissions_boundary,
+                    account_id: account.clone(),
+                })
+                .await?
+                .into_inner();
+            Some(json!({"User": user_json(&user)}))
+        }
+        C::GetUser { user_name } => {
+            Some(json!({"User": user_json(&client.get_user(entity(&user_name)).await?.into_inner())}))
+        }
+        C::ListUsers { path_prefix } => {
+            let users = client
+                .list_users(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"Users": users.users.iter().map(user_json).collect::<Vec<_>>()}))
+        }
+        C::DeleteUser { user_name } => client.delete_user(entity(&user_name)).await.map(|_| None)?,
+        C::CreateGroup { group_name, path } => {
+            let group = client
+                .create_group(proto::CreateGroupRequest { group_name, path, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"Group": group_json(&group)}))
+        }
+        C::GetGroup { group_name } => {
+            let group = client.get_group(entity(&group_name)).await?.into_inner();
+            let users: Vec<Value> = group.user_names.iter().map(|u| json!({"UserName": u})).collect();
+            Some(json!({"Group": group_json(&group), "Users": users}))
+        }
+        C::ListGroups { path_prefix } => {
+            let groups = client
+                .list_groups(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"Groups": groups.groups.iter().map(group_json).collect::<Vec<_>>()}))
+        }
+        C::DeleteGroup { group_name } => client.delete_group(entity(&group_name)).await.map(|_| None)?,
+        C::AddUserToGroup { group_name, user_name } => client
+            .add_user_to_group(proto::GroupMembershipRequest {
+                group_name,
+                user_name,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::RemoveUserFromGroup { group_name, user_name } => client
+            .remove_user_from_group(proto::GroupMembershipRequest {
+                group_name,
+                user_name,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::ListGroupsForUser { user_name } => {
+            let groups = client.list_groups_for_user(entity(&user_name)).await?.into_inner();
+            Some(json!({"Groups": groups.groups.iter().map(group_json).collect::<Vec<_>>()}))
+        }
+        C::CreateRole {
+            role_name,
+            assume_role_policy_document,
+            path,
+            max_session_duration,
+            description,
+            tags,
+            permissions_boundary,
+        } => {
+            let role = client
+                .create_role(proto::CreateRoleRequest {
+                    role_name,
+                    path,
+                    assume_role_policy_document: document(&assume_role_policy_document)?,
+                    max_session_duration,
+                    description,
+                    tags,
+                    permissions_boundary,
+                    account_id: account.clone(),
+                })
+                .await?
+                .into_inner();
+            Some(json!({"Role": role_json(&role)}))
+        }
+        C::GetRole { role_name } => {
+            Some(json!({"Role": role_json(&client.get_role(entity(&role_name)).await?.into_inner())}))
+        }
+        C::ListRoles { path_prefix } => {
+            let roles = client
+                .list_roles(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"Roles": roles.roles.iter().map(role_json).collect::<Vec<_>>()}))
+        }
+        C::DeleteRole { role_name } => client.delete_role(entity(&role_name)).await.map(|_| None)?,
+        C::UpdateAssumeRolePolicy { role_name, policy_document } => client
+            .update_assume_role_policy(proto::UpdateAssumeRolePolicyRequest {
+                role_name,
+                policy_document: document(&policy_document)?,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::PutUserPolicy(a) => client
+            .put_user_policy(put(a.entity.name(), a.policy_name, &a.policy_document)?)
+            .await
+            .map(|_| None)?,
+        C::GetUserPolicy(a) => Some(policy_json(
+            "UserName",
+            &client.get_user_policy(named(a.entity.name(), a.policy_name)).await?.into_inner(),
+        )),
+        C::ListUserPolicies(e) => {
+            Some(policy_names(client.list_user_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::DeleteUserPolicy(a) => {
+            client.delete_user_policy(named(a.entity.name(), a.policy_name)).await.map(|_| None)?
+        }
+        C::PutGroupPolicy(a) => client
+            .put_group_policy(put(a.entity.name(), a.policy_name, &a.policy_document)?)
+            .await
+            .map(|_| None)?,
+        C::GetGroupPolicy(a) => Some(policy_json(
+            "GroupName",
+            &client.get_group_policy(named(a.entity.name(), a.policy_name)).await?.into_inner(),
+        )),
+        C::ListGroupPolicies(e) => {
+            Some(policy_names(client.list_group_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::DeleteGroupPolicy(a) => {
+            client.delete_group_policy(named(a.entity.name(), a.policy_name)).await.map(|_| None)?
+        }
+        C::PutRolePolicy(a) => client
+            .put_role_policy(put(a.entity.name(), a.policy_name, &a.policy_document)?)
+            .await
+            .map(|_| None)?,
+        C::GetRolePolicy(a) => Some(policy_json(
+            "RoleName",
+            &client.get_role_policy(named(a.entity.name(), a.policy_name)).await?.into_inner(),
+        )),
+        C::ListRolePolicies(e) => {
+            Some(policy_names(client.list_role_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::DeleteRolePolicy(a) => {
+            client.delete_role_policy(named(a.entity.name(), a.policy_name)).await.map(|_| None)?
+        }
+        C::AttachUserPolicy(a) => {
+            client.attach_user_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::DetachUserPolicy(a) => {
+            client.detach_user_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::ListAttachedUserPolicies(e) => {
+            Some(attached_json(client.list_attached_user_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::AttachGroupPolicy(a) => {
+            client.attach_group_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::DetachGroupPolicy(a) => {
+            client.detach_group_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::ListAttachedGroupPolicies(e) => {
+            Some(attached_json(client.list_attached_group_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::AttachRolePolicy(a) => {
+            client.attach_role_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::DetachRolePolicy(a) => {
+            client.detach_role_policy(attachment(a.entity.name(), a.policy_arn)).await.map(|_| None)?
+        }
+        C::ListAttachedRolePolicies(e) => {
+            Some(attached_json(client.list_attached_role_policies(entity(e.name())).await?.into_inner()))
+        }
+        C::PutUserPermissionsBoundary(a) => client
+            .put_user_permissions_boundary(attachment(a.entity.name(), a.permissions_boundary))
+            .await
+            .map(|_| None)?,
+        C::DeleteUserPermissionsBoundary(e) => {
+            client.delete_user_permissions_boundary(entity(e.name())).await.map(|_| None)?
+        }
+        C::PutRolePermissionsBoundary(a) => client
+            .put_role_permissions_boundary(attachment(a.entity.name(), a.permissions_boundary))
+            .await
+            .map(|_| None)?,
+        C::DeleteRolePermissionsBoundary(e) => {
+            client.delete_role_permissions_boundary(entity(e.name())).await.map(|_| None)?
+        }
+        C::TagUser(a) => client.tag_user(tagging(a.entity.name(), a.tags)).await.map(|_| None)?,
+        C::UntagUser(a) => client.untag_user(untagging(a.entity.name(), a.tag_keys)).await.map(|_| None)?,
+        C::ListUserTags(e) => Some(tag_list(client.list_user_tags(entity(e.name())).await?.into_inner())),
+        C::TagRole(a) => client.tag_role(tagging(a.entity.name(), a.tags)).await.map(|_| None)?,
+        C::UntagRole(a) => client.untag_role(untagging(a.entity.name(), a.tag_keys)).await.map(|_| None)?,
+        C::ListRoleTags(e) => Some(tag_list(client.list_role_tags(entity(e.name())).await?.into_inner())),
+        C::TagResource(a) => client.tag_resource(tagging(a.entity.name(), a.tags)).await.map(|_| None)?,
+        C::UntagResource(a) => {
+            client.untag_resource(untagging(a.entity.name(), a.tag_keys)).await.map(|_| None)?
+        }
+        C::ListResourceTags(e) => {
+            Some(tag_list(client.list_resource_tags(entity(e.name())).await?.into_inner()))
+        }
+        C::Reload => {
+            let r = client.reload(proto::Empty {}).await?.into_inner();
+            if !r.published {
+                bail!(
+                    "the bundle was rejected; the last good snapshot keeps serving:\n{}",
+                    r.errors.join("\n")
+                );
+            }
+            Some(json!({"Published": r.published, "Revision": r.revision}))
+        }
+        C::Status => {
+            let s = client.status(proto::Empty {}).await?.into_inner();
+            Some(
+                json!({"Revision": s.revision, "BundleRevision": s.bundle_revision, "BundleSource": s.bundle_source,
+                "StoreGeneration": s.store_generation, "Principals": s.principals, "ManagedPolicies": s.managed_policies,
+                "ReloadsSucceeded": s.reloads_succeeded, "ReloadsFailed": s.reloads_failed,
+                "LastReloadErrors": s.last_reload_errors, "AuditRecordsDropped": s.audit_records_dropped}),
+            )
+        }
+        C::Export => Some(serde_json::from_str(&client.export(proto::Empty {}).await?.into_inner().json)?),
+        C::Import { state } => {
+            let r = client.import(proto::StateDocument { json: document(&state)? }).await?.into_inner();
+            Some(
+                json!({"Users": r.users, "Groups": r.groups, "Roles": r.roles, "ResourceTags": r.resource_tags}),
+            )
+        }
+    };
+    Ok(output)
+}

@@ -1,0 +1,179 @@
+//! Commands that talk to a running sidecar, and `serve` itself.
+
+pub mod admin;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use iamd::config::{Config, FileConfig, Overrides};
+use iamd::proto::{self, authorizer_client::AuthorizerClient};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags and environment variables override it
+    #[arg(long, env = "IAMD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the Authorizer API [default: 127.0.0.1:50051]
+    #[arg(long, env = "IAMD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Address of the Admin API [default: 127.0.0.1:50052]
+    #[arg(long, env = "IAMD_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// sled data directory [default: ./iamd-data]
+    #[arg(long, env = "IAMD_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Policy bundle: a directory or a .tar.gz [default: the embedded sample bundle]
+    #[arg(long, env = "IAMD_BUNDLE", value_name = "PATH")]
+    bundle: Option<PathBuf>,
+    /// Default account of admin calls [default: 111122223333]
+    #[arg(long, env = "IAMD_ACCOUNT", value_name = "ID")]
+    account: Option<String>,
+    /// Do not write the audit log
+    #[arg(long)]
+    no_audit: bool,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        data: args.data,
+        bundle: args.bundle,
+        account: args.account,
+        no_audit: args.no_audit,
+    };
+    let config = Config::resolve(file, overrides)?;
+    init_logging(config.json_logs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(iamd::server::run(config, shutdown_signal(), |_| {}))?;
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IAMD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The Authorizer API address
+    #[arg(long, env = "IAMD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    endpoint: String,
+    #[arg(long)]
+    principal: String,
+    #[arg(long)]
+    action: String,
+    #[arg(long, default_value = "*")]
+    resource: String,
+    #[arg(long, default_value = "")]
+    resource_account: String,
+    /// KEY=VALUE; repeat a key for a multivalued key
+    #[arg(long, value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    #[arg(long)]
+    explain: bool,
+}
+
+pub async fn check(args: CheckArgs) -> Result<Value> {
+    let mut context: HashMap<String, proto::ContextValues> = HashMap::new();
+    for entry in &args.context {
+        let (key, value) =
+            entry.split_once('=').with_context(|| format!("`--context {entry}` must be KEY=VALUE"))?;
+        context
+            .entry(key.to_string())
+            .or_default()
+            .values
+            .push(proto::ContextValue { kind: Some(proto::context_value::Kind::String(value.to_string())) });
+    }
+    let channel = Channel::from_shared(args.endpoint.clone())
+        .with_context(|| format!("`{}` is not a valid endpoint URL", args.endpoint))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to iamd at {}", args.endpoint))?;
+    let response = AuthorizerClient::new(channel)
+        .authorize(proto::AuthorizeRequest {
+            principal: args.principal,
+            action: args.action,
+            resource: args.resource,
+            resource_account: args.resource_account,
+            context,
+            explain: args.explain,
+        })
+        .await?
+        .into_inner();
+    let decision = match proto::Decision::try_from(response.decision) {
+        Ok(proto::Decision::Allow) => "Allow",
+        Ok(proto::Decision::ImplicitDeny) => "ImplicitDeny",
+        Ok(proto::Decision::ExplicitDeny) => "ExplicitDeny",
+        _ => "Unspecified",
+    };
+    let mut output =
+        json!({"decision": decision, "revision": response.revision, "request_id": response.request_id});
+    if let Some(e) = response.explanation {
+        output["explanation"] = json!({
+            "deciding_layer": e.deciding_layer,
+            "reason": e.reason,
+            "matched_statements": e.matched_statements.iter().map(|m| json!({
+                "layer": m.layer, "policy": m.policy, "statement": m.statement, "effect": m.effect})).collect::<Vec<_>>(),
+        });
+    }
+    Ok(output)
+}
+
+/// Prints a gRPC error the way the aws CLI prints AWS errors, when it carries an AWS code.
+pub fn describe_error(error: &anyhow::Error, operation: &str) -> String {
+    match error.downcast_ref::<tonic::Status>() {
+        Some(status) => match status.metadata().get("iamd-error-code").and_then(|v| v.to_str().ok()) {
+            Some(code) => {
+                let message = status.message().strip_prefix(&format!("{code}: ")).unwrap_or(status.message());
+                format!("An error occurred ({code}) when calling the {operation} operation: {message}")
+            }
+            None => format!("{} ({:?})", status.message(), status.code()),
+        },
+        None => format!("{error:#}"),
+    }
+}

@@ -1,0 +1,175 @@
+//! Configuration of `iamd serve`: defaults, overridden by a TOML file, overridden by environment
+//! variables, overridden by flags. (Flags and environment variables are merged by the command
+//! line parser; this module merges the file beneath them.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:50052";
+pub const DEFAULT_DATA: &str = "iamd-data";
+pub const DEFAULT_ACCOUNT: &str = "111122223333";
+
+/// The configuration file, every field optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub bundle: Option<PathBuf>,
+    pub account: Option<String>,
+    /// Milliseconds to wait after the last change to a bundle before reloading it.
+    pub reload_debounce_ms: Option<u64>,
+    pub limits: Option<LimitsFile>,
+    pub audit: Option<AuditFile>,
+    pub log: Option<LogFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub request_timeout_ms: Option<u64>,
+    pub concurrency: Option<usize>,
+    pub concurrency_per_connection: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub enabled: Option<bool>,
+    pub path: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
+    pub keep: Option<usize>,
+    pub buffer: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` or `json`.
+    pub format: Option<String>,
+}
+
+/// Why the configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration file `{path}` is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })
+    }
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data: PathBuf,
+    /// `None`: the embedded sample bundle.
+    pub bundle: Option<PathBuf>,
+    pub account: String,
+    pub reload_debounce: Duration,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+    pub concurrency_per_connection: usize,
+    pub batch_size: usize,
+    /// `None` disables the audit log.
+    pub audit: Option<crate::audit::AuditConfig>,
+    pub json_logs: bool,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub bundle: Option<PathBuf>,
+    pub account: Option<String>,
+    pub no_audit: bool,
+}
+
+impl Config {
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Config, ConfigError> {
+        let invalid =
+            |message: String| ConfigError::Invalid { path: PathBuf::from("(configuration)"), message };
+        let data = overrides.data.or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+        let account = overrides.account.or(file.account).unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
+        if !crate::eval::principal::is_account_id(&account) {
+            return Err(invalid(format!("account `{account}` is not a 12-digit account id")));
+        }
+        let limits = file.limits.unwrap_or_default();
+        let audit_file = file.audit.unwrap_or_default();
+        let audit =
+            (!overrides.no_audit && audit_file.enabled.unwrap_or(true)).then(|| crate::audit::AuditConfig {
+                path: audit_file.path.unwrap_or_else(|| data.join("audit.jsonl")),
+                max_bytes: audit_file.max_bytes.unwrap_or(64 << 20),
+                keep: audit_file.keep.unwrap_or(3),
+                buffer: audit_file.buffer.unwrap_or(65_536),
+            });
+        let json_logs = match file.log.and_then(|l| l.format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(invalid(format!("log format `{other}` is unknown: expected `text` or `json`")));
+            }
+        };
+        // The parse of constant defaults cannot fail.
+        let default_addr = |text: &str| text.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        Ok(Config {
+            listen: overrides.listen.or(file.listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
+            admin_listen: overrides
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| default_addr(DEFAULT_ADMIN_LISTEN)),
+            data,
+            bundle: overrides.bundle.or(file.bundle),
+            account,
+            reload_debounce: Duration::from_millis(file.reload_debounce_ms.unwrap_or(300)),
+            request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(5_000)),
+            concurrency: limits.concurrency.unwrap_or(4_096),
+            concurrency_per_connection: limits.concurrency_per_connection.unwrap_or(1_024),
+            batch_size: limits.batch_size.unwrap_or(1_000),
+            audit,
+            json_logs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:6000\"\nadmin_listen = \"127.0.0.1:6001\"\naccount = \"444455556666\"\n[audit]\nenabled = false\n",
+        )
+        .unwrap();
+        let overrides = Overrides { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Overrides::default() };
+        let config = Config::resolve(file, overrides).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.admin_listen.port(), 6001);
+        assert_eq!(config.account, "444455556666");
+        assert!(config.audit.is_none());
+        assert_eq!(config.data, PathBuf::from(DEFAULT_DATA));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<FileConfig>("listn = \"127.0.0.1:1\"").is_err());
+    }
+}

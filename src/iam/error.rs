@@ -1,0 +1,36 @@
+//! Errors of identity operations, named with AWS's error codes.
+
+/// An identity operation that failed, with the code AWS IAM returns for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IamError {
+    #[error("{0}")]
+    NoSuchEntity(String),
+    #[error("{0}")]
+    EntityAlreadyExists(String),
+    #[error("{0}")]
+    DeleteConflict(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The store failed; nothing was changed.
+    #[error("the change could not be stored, nothing was changed: {0}")]
+    ServiceFailure(String),
+}
+
+impl IamError {
+    /// AWS's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IamError::NoSuchEntity(_) => "NoSuchEntity",
+            IamError::EntityAlreadyExists(_) => "EntityAlreadyExists",
+            IamError::DeleteConflict(_) => "DeleteConflict",
+            IamError::LimitExceeded(_) => "LimitExceeded",
+            IamError::MalformedPolicyDocument(_) => "MalformedPolicyDocument",
+            IamError::InvalidInput(_) => "InvalidInput",
+            IamError::ServiceFailure(_) => "ServiceFailure",
+        }
+    }
+}

@@ -1,0 +1,1040 @@
+//! Identity management: users, groups, roles, their policies and tags.
+//!
+//! [`Iam`] is the one implementation behind every way of changing identities (the admin gRPC
+//! API today, the AWS-compatible API later). Each change is validated against AWS's rules,
+//! written to the store and flushed, applied to the in-memory state, and published in a new
+//! snapshot before the call returns: the next decision sees it.
+
+pub mod error;
+pub mod model;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use error::IamError;
+use model::{Group, ResourceTags, Role, StateDocument, Tag, User};
+use validate::NameKind;
+
+use crate::bundle::Bundle;
+use crate::policy::{self, Policy, PolicyKind};
+use crate::snapshot::{Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, principal_key};
+use crate::store::{SCHEMA_VERSION, Store, StoreError, Write};
+
+type Key = (String, String);
+
+fn key(account: &str, name: &str) -> Key {
+    (account.to_string(), name.to_ascii_lowercase())
+}
+
+/// A stored entity with its inline policies compiled.
+#[derive(Clone, Debug)]
+struct Compiled<T> {
+    record: T,
+    inline: Vec<Arc<Policy>>,
+}
+
+#[derive(Default)]
+struct State {
+    users: BTreeMap<Key, Compiled<User>>,
+    groups: BTreeMap<Key, Compiled<Group>>,
+    roles: BTreeMap<Key, Compiled<Role>>,
+    resource_tags: BTreeMap<String, Vec<Tag>>,
+    bundle: Option<Arc<Bundle>>,
+    directory: Directory,
+    generation: u64,
+}
+
+/// Counts for status.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub users: usize,
+    pub groups: usize,
+    pub roles: usize,
+    pub resource_tags: usize,
+}
+
+pub struct Iam {
+    store: Store,
+    state: Mutex<State>,
+    snapshot: SharedSnapshot,
+    default_account: String,
+}
+
+fn storage(e: StoreError) -> IamError {
+    IamError::ServiceFailure(e.to_string())
+}
+
+fn compile_inline(owner: &str, inline: &BTreeMap<String, String>) -> Result<Vec<Arc<Policy>>, IamError> {
+    inline
+        .iter()
+        .map(|(name, text)| {
+            policy::parse(&format!("{owner}/{name}"), text, PolicyKind::Identity)
+                .map(|parsed| Arc::new(parsed.policy))
+                .map_err(|e| IamError::MalformedPolicyDocument(e.to_string()))
+        })
+        .collect()
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// An IAM unique id: a four-letter prefix by kind and 17 random characters, as AWS does.
+fn unique_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = [0u8; 17];
+    // The OS random source failing is not recoverable; ids then fall back to time-derived bytes.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = jiff::Timestamp::now().as_nanosecond().to_le_bytes();
+        bytes[..16].copy_from_slice(&nanos);
+    }
+    let suffix: String = bytes.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect();
+    format!("{prefix}{suffix}")
+}
+
+impl Iam {
+    /// Loads the stored identities and prepares to publish snapshots into `snapshot`.
+    pub fn open(store: Store, snapshot: SharedSnapshot, default_account: String) -> Result<Iam, StoreError> {
+        let document = store.load()?;
+        let iam = Iam { store, state: Mutex::new(State::default()), snapshot, default_account };
+        {
+            let mut state = iam.lock();
+            load_document(&mut state, document)
+                .map_err(|e| StoreError::Corrupt { key: "stored policies".into(), message: e.to_string() })?;
+        }
+        Ok(iam)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-changed: changes are
+        // applied only after they are stored, by infallible code.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn default_account(&self) -> &str {
+        &self.default_account
+    }
+
+    fn account<'a>(&'a self, account: &'a str) -> Result<&'a str, IamError> {
+        if account.is_empty() {
+            return Ok(&self.default_account);
+        }
+        if !crate::eval::principal::is_account_id(account) {
+            return Err(IamError::InvalidInput(format!("account `{account}` is not a 12-digit account id")));
+        }
+        Ok(account)
+    }
+
+    /// Publishes `bundle`: every principal is resolved against it. Called at start and on
+    /// every successful reload.
+    pub fn publish_bundle(&self, bundle: Arc<Bundle>) {
+        let mut state = self.lock();
+        state.bundle = Some(bundle);
+        let mut directory = Directory::default();
+        for user in state.users.values() {
+            let entry = resolve_user(&state, user);
+            directory
+                .principals
+                .insert(principal_key(EntityKind::User, &user.record.account, &user.record.name), entry);
+        }
+        for role in state.roles.values() {
+            let entry = resolve_role(&state, role);
+            directory
+                .principals
+                .insert(principal_key(EntityKind::Role, &role.record.account, &role.record.name), entry);
+        }
+        for (arn, tags) in &state.resource_tags {
+            directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
+        }
+        state.directory = directory;
+        publish(&mut state, &self.snapshot);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let state = self.lock();
+        Counts {
+            users: state.users.len(),
+            groups: state.groups.len(),
+            roles: state.roles.len(),
+            resource_tags: state.resource_tags.len(),
+        }
+    }
+
+    /// Stores `writes`, then applies them in memory and publishes.
+    fn commit(&self, state: &mut State, writes: Vec<Write>) -> Result<(), IamError> {
+        self.store.apply(&writes).map_err(storage)?;
+        for write in writes {
+            apply(state, write);
+        }
+        publish(state, &self.snapshot);
+        Ok(())
+    }
+
+    fn managed_policy_exists(state: &State, arn: &str) -> bool {
+        state.bundle.as_ref().is_some_and(|b| b.managed_policy(arn).is_some())
+    }
+
+    fn check_attachable(state: &State, arn: &str) -> Result<(), IamError> {
+        if Self::managed_policy_exists(state, arn) {
+            Ok(())
+        } else {
+            Err(IamError::NoSuchEntity(format!("Policy {arn} does not exist or is not attachable.")))
+        }
+    }
+
+    // Users.
+
+    pub fn create_user(
+        &self,
+        account: &str,
+        name: &str,
+        path: &str,
+        tags: &[Tag],
+        boundary: &str,
+    ) -> Result<User, IamError> {
+        let account = self.account(account)?;
+        validate::name(NameKind::User, name)?;
+        let path = if path.is_empty() { "/" } else { path };
+        validate::path(path)?;
+        let mut merged = Vec::new();
+        validate::merge_tags(&mut merged, tags)?;
+        let mut state = self.lock();
+        if state.users.contains_key(&key(account, name)) {
+            return Err(IamError::EntityAlreadyExists(format!("User with name {name} already exists.")));
+        }
+        if !boundary.is_empty() {
+            Self::check_attachable(&state, boundary)?;
+        }
+        let user = User {
+            account: account.to_string(),
+            name: name.to_string(),
+            path: path.to_string(),
+            id: unique_id("AIDA"),
+            created: now(),
+            tags: merged,
+            inline: BTreeMap::new(),
+            attached: Vec::new(),
+            boundary: (!boundary.is_empty()).then(|| boundary.to_string()),
+            groups: BTreeSet::new(),
+        };
+        self.commit(&mut state, vec![Write::PutUser(user.clone())])?;
+        Ok(user)
+    }
+
+    pub fn get_user(&self, account: &str, name: &str) -> Result<User, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(user_of(&state, account, name)?.record.clone())
+    }
+
+    pub fn list_users(&self, account: &str, path_prefix: &str) -> Result<Vec<User>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(state
+            .users
+            .values()
+            .filter(|u| u.record.account == account && u.record.path.starts_with(path_prefix))
+            .map(|u| u.record.clone())
+            .collect())
+    }
+
+    /// Deletes a user that has no inline policies, attachments, boundary or group memberships,
+    /// as AWS requires.
+    pub fn delete_user(&self, account: &str, name: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let user = &user_of(&state, account, name)?.record;
+        let blockers: Vec<&str> = [
+            (!user.inline.is_empty(), "inline policies"),
+            (!user.attached.is_empty(), "attached policies"),
+            (!user.groups.is_empty(), "group memberships"),
+        ]
+        .into_iter()
+        .filter_map(|(present, what)| present.then_some(what))
+        .collect();
+        if !blockers.is_empty() {
+            return Err(IamError::DeleteConflict(format!(
+                "Cannot delete entity, must remove {} first.",
+                blockers.join(", ")
+            )));
+        }
+        let name = user.name.clone();
+        self.commit(&mut state, vec![Write::DeleteUser { account: account.to_string(), name }])
+    }
+
+    // Groups.
+
+    pub fn create_group(&self, account: &str, name: &str, path: &str) -> Result<Group, IamError> {
+        let account = self.account(account)?;
+        validate::name(NameKind::Group, name)?;
+        let path = if path.is_empty() { "/" } else { path };
+        validate::path(path)?;
+        let mut state = self.lock();
+        if state.groups.contains_key(&key(account, name)) {
+            return Err(IamError::EntityAlreadyExists(format!("Group with name {name} already exists.")));
+        }
+        let group = Group {
+            account: account.to_string(),
+            name: name.to_string(),
+            path: path.to_string(),
+            id: unique_id("AGPA"),
+            created: now(),
+            inline: BTreeMap::new(),
+            attached: Vec::new(),
+        };
+        self.commit(&mut state, vec![Write::PutGroup(group.clone())])?;
+        Ok(group)
+    }
+
+    /// A group and the names of its members.
+    pub fn get_group(&self, account: &str, name: &str) -> Result<(Group, Vec<String>), IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        let group = group_of(&state, account, name)?.record.clone();
+        let members = members(&state, account, &group.name).map(|u| u.record.name.clone()).collect();
+        Ok((group, members))
+    }
+
+    pub fn list_groups(&self, account: &str, path_prefix: &str) -> Result<Vec<Group>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(state
+            .groups
+            .values()
+            .filter(|g| g.record.account == account && g.record.path.starts_with(path_prefix))
+            .map(|g| g.record.clone())
+            .collect())
+    }
+
+    pub fn list_groups_for_user(&self, account: &str, user: &str) -> Result<Vec<Group>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        let user = user_of(&state, account, user)?;
+        Ok(user
+            .record
+            .groups
+            .iter()
+            .filter_map(|g| state.groups.get(&key(account, g)))
+            .map(|g| g.record.clone())
+            .collect())
+    }
+
+    pub fn delete_group(&self, account: &str, name: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let group = &group_of(&state, account, name)?.record;
+        if members(&state, account, &group.name).next().is_some() {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must remove users from group first.".into(),
+            ));
+        }
+        if !group.inline.is_empty() || !group.attached.is_empty() {
+            return Err(IamError::DeleteConflict("Cannot delete entity, must delete policies first.".into()));
+        }
+        let name = group.name.clone();
+        self.commit(&mut state, vec![Write::DeleteGroup { account: account.to_string(), name }])
+    }
+
+    pub fn add_user_to_group(&self, account: &str, group: &str, user: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let group_name = group_of(&state, account, group)?.record.name.to_ascii_lowercase();
+        let mut record = user_of(&state, account, user)?.record.clone();
+        if record.groups.insert(group_name) {
+            if record.groups.len() > validate::MAX_GROUPS_PER_USER {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for GroupsPerUser: {}",
+                    validate::MAX_GROUPS_PER_USER
+                )));
+            }
+            self.commit(&mut state, vec![Write::PutUser(record)])?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_user_from_group(&self, account: &str, group: &str, user: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        group_of(&state, account, group)?;
+        let mut record = user_of(&state, account, user)?.record.clone();
+        if !record.groups.remove(&group.to_ascii_lowercase()) {
+            return Err(IamError::NoSuchEntity(format!("User {user} is not in group {group}.")));
+        }
+        self.commit(&mut state, vec![Write::PutUser(record)])
+    }
+
+    // Roles.
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_role(
+        &self,
+        account: &str,
+        name: &str,
+        path: &str,
+        trust_policy: &str,
+        max_session_duration: u32,
+        description: &str,
+        tags: &[Tag],
+        boundary: &str,
+    ) -> Result<Role, IamError> {
+        let account = self.account(account)?;
+        validate::name(NameKind::Role, name)?;
+        let path = if path.is_empty() { "/" } else { path };
+        validate::path(path)?;
+        let max_session_duration = if max_session_duration == 0 { 3_600 } else { max_session_duration };
+        validate::max_session_duration(max_session_duration)?;
+        validate::description(description)?;
+        check_trust_policy(trust_policy)?;
+        let mut merged = Vec::new();
+        validate::merge_tags(&mut merged, tags)?;
+        let mut state = self.lock();
+        if state.roles.contains_key(&key(account, name)) {
+            return Err(IamError::EntityAlreadyExists(format!("Role with name {name} already exists.")));
+        }
+        if !boundary.is_empty() {
+            Self::check_attachable(&state, boundary)?;
+        }
+        let role = Role {
+            account: account.to_string(),
+            name: name.to_string(),
+            path: path.to_string(),
+            id: unique_id("AROA"),
+            created: now(),
+            trust_policy: trust_policy.to_string(),
+            max_session_duration,
+            description: description.to_string(),
+            tags: merged,
+            inline: BTreeMap::new(),
+            attached: Vec::new(),
+            boundary: (!boundary.is_empty()).then(|| boundary.to_string()),
+        };
+        self.commit(&mut state, vec![Write::PutRole(role.clone())])?;
+        Ok(role)
+    }
+
+    pub fn get_role(&self, account: &str, name: &str) -> Result<Role, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(role_of(&state, account, name)?.record.clone())
+    }
+
+    pub fn list_roles(&self, account: &str, path_prefix: &str) -> Result<Vec<Role>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(state
+            .roles
+            .values()
+            .filter(|r| r.record.account == account && r.record.path.starts_with(path_prefix))
+            .map(|r| r.record.clone())
+            .collect())
+    }
+
+    pub fn delete_role(&self, account: &str, name: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let role = &role_of(&state, account, name)?.record;
+        if !role.inline.is_empty() || !role.attached.is_empty() {
+            return Err(IamError::DeleteConflict("Cannot delete entity, must delete policies first.".into()));
+        }
+        let name = role.name.clone();
+        self.commit(&mut state, vec![Write::DeleteRole { account: account.to_string(), name }])
+    }
+
+    pub fn update_assume_role_policy(
+        &self,
+        account: &str,
+        name: &str,
+        document: &str,
+    ) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        check_trust_policy(document)?;
+        let mut state = self.lock();
+        let mut role = role_of(&state, account, name)?.record.clone();
+        role.trust_policy = document.to_string();
+        self.commit(&mut state, vec![Write::PutRole(role)])
+    }
+
+    // Inline policies, attachments, boundaries and tags of users, groups and roles.
+
+    pub fn put_inline_policy(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        validate::name(NameKind::Policy, policy_name)?;
+        policy::parse(policy_name, document, PolicyKind::Identity)
+            .map_err(|e| IamError::MalformedPolicyDocument(e.to_string()))?;
+        let mut state = self.lock();
+        self.update(&mut state, kind, account, name, |inline, _| {
+            inline.insert(policy_name.to_string(), document.to_string());
+            let total: usize = inline.values().map(|d| validate::policy_size(d)).sum();
+            let limit = kind.inline_limit();
+            if total > limit {
+                return Err(IamError::LimitExceeded(format!(
+                    "Maximum policy size of {limit} bytes exceeded for {} {name}.",
+                    kind.label()
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_inline_policy(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+    ) -> Result<String, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        let (inline, _) = entity_policies(&state, kind, account, name)?;
+        inline.get(policy_name).cloned().ok_or_else(|| {
+            IamError::NoSuchEntity(format!(
+                "The {} policy with name {policy_name} cannot be found.",
+                kind.label()
+            ))
+        })
+    }
+
+    pub fn list_inline_policies(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+    ) -> Result<Vec<String>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(entity_policies(&state, kind, account, name)?.0.keys().cloned().collect())
+    }
+
+    pub fn delete_inline_policy(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+    ) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        self.update(&mut state, kind, account, name, |inline, _| {
+            inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The {} policy with name {policy_name} cannot be found.",
+                    kind.label()
+                ))
+            })
+        })
+    }
+
+    pub fn attach_policy(&self, kind: Entity, account: &str, name: &str, arn: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        Self::check_attachable(&state, arn)?;
+        self.update(&mut state, kind, account, name, |_, attached| {
+            if !attached.iter().any(|a| a == arn) {
+                attached.push(arn.to_string());
+            }
+            if attached.len() > validate::MAX_ATTACHED_POLICIES {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for PoliciesPer{}: {}",
+                    kind.quota_name(),
+                    validate::MAX_ATTACHED_POLICIES
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn detach_policy(&self, kind: Entity, account: &str, name: &str, arn: &str) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        self.update(&mut state, kind, account, name, |_, attached| {
+            let before = attached.len();
+            attached.retain(|a| a != arn);
+            if attached.len() == before {
+                return Err(IamError::NoSuchEntity(format!("Policy {arn} was not found.")));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn list_attached_policies(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+    ) -> Result<Vec<String>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        Ok(entity_policies(&state, kind, account, name)?.1.to_vec())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the permissions boundary of a user or role.
+    pub fn set_boundary(
+        &self,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        arn: Option<&str>,
+    ) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        if let Some(arn) = arn {
+            Self::check_attachable(&state, arn)?;
+        }
+        let arn = arn.map(str::to_string);
+        let write = match kind {
+            Entity::User => {
+                let mut user = user_of(&state, account, name)?.record.clone();
+                user.boundary = arn;
+                Write::PutUser(user)
+            }
+            Entity::Role => {
+                let mut role = role_of(&state, account, name)?.record.clone();
+                role.boundary = arn;
+                Write::PutRole(role)
+            }
+            Entity::Group => {
+                return Err(IamError::InvalidInput("groups have no permissions boundary".into()));
+            }
+        };
+        self.commit(&mut state, vec![write])
+    }
+
+    pub fn tag(&self, kind: Entity, account: &str, name: &str, tags: &[Tag]) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let write = match kind {
+            Entity::User => {
+                let mut user = user_of(&state, account, name)?.record.clone();
+                validate::merge_tags(&mut user.tags, tags)?;
+                Write::PutUser(user)
+            }
+            Entity::Role => {
+                let mut role = role_of(&state, account, name)?.record.clone();
+                validate::merge_tags(&mut role.tags, tags)?;
+                Write::PutRole(role)
+            }
+            Entity::Group => return Err(IamError::InvalidInput("groups cannot be tagged".into())),
+        };
+        self.commit(&mut state, vec![write])
+    }
+
+    pub fn untag(&self, kind: Entity, account: &str, name: &str, keys: &[String]) -> Result<(), IamError> {
+        let account = self.account(account)?;
+        let mut state = self.lock();
+        let drop =
+            |tags: &mut Vec<Tag>| tags.retain(|t| !keys.iter().any(|k| k.eq_ignore_ascii_case(&t.key)));
+        let write = match kind {
+            Entity::User => {
+                let mut user = user_of(&state, account, name)?.record.clone();
+                drop(&mut user.tags);
+                Write::PutUser(user)
+            }
+            Entity::Role => {
+                let mut role = role_of(&state, account, name)?.record.clone();
+                drop(&mut role.tags);
+                Write::PutRole(role)
+            }
+            Entity::Group => return Err(IamError::InvalidInput("groups cannot be tagged".into())),
+        };
+        self.commit(&mut state, vec![write])
+    }
+
+    pub fn list_tags(&self, kind: Entity, account: &str, name: &str) -> Result<Vec<Tag>, IamError> {
+        let account = self.account(account)?;
+        let state = self.lock();
+        match kind {
+            Entity::User => Ok(user_of(&state, account, name)?.record.tags.clone()),
+            Entity::Role => Ok(role_of(&state, account, name)?.record.tags.clone()),
+            Entity::Group => Err(IamError::InvalidInput("groups cannot be tagged".into())),
+        }
+    }
+
+    pub fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), IamError> {
+        check_resource_arn(arn)?;
+        let mut state = self.lock();
+        let mut existing = state.resource_tags.get(arn).cloned().unwrap_or_default();
+        validate::merge_tags(&mut existing, tags)?;
+        self.commit(
+            &mut state,
+            vec![Write::PutResourceTags(ResourceTags { arn: arn.to_string(), tags: existing })],
+        )
+    }
+
+    pub fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<(), IamError> {
+        check_resource_arn(arn)?;
+        let mut state = self.lock();
+        let mut existing = state.resource_tags.get(arn).cloned().unwrap_or_default();
+        existing.retain(|t| !keys.iter().any(|k| k.eq_ignore_ascii_case(&t.key)));
+        let write = if existing.is_empty() {
+            Write::DeleteResourceTags { arn: arn.to_string() }
+        } else {
+            Write::PutResourceTags(ResourceTags { arn: arn.to_string(), tags: existing })
+        };
+        self.commit(&mut state, vec![write])
+    }
+
+    pub fn list_resource_tags(&self, arn: &str) -> Result<Vec<Tag>, IamError> {
+        check_resource_arn(arn)?;
+        Ok(self.lock().resource_tags.get(arn).cloned().unwrap_or_default())
+    }
+
+    /// Everything stored, as one document.
+    pub fn export(&self) -> StateDocument {
+        let state = self.lock();
+        StateDocument {
+            schema_version: SCHEMA_VERSION,
+            users: state.users.values().map(|u| u.record.clone()).collect(),
+            groups: state.groups.values().map(|g| g.record.clone()).collect(),
+            roles: state.roles.values().map(|r| r.record.clone()).collect(),
+            resource_tags: state
+                .resource_tags
+                .iter()
+                .map(|(arn, tags)| ResourceTags { arn: arn.clone(), tags: tags.clone() })
+                .collect(),
+        }
+    }
+
+    /// Replaces everything stored with `document`, after validating all of it.
+    pub fn import(&self, document: StateDocument) -> Result<Counts, IamError> {
+        if document.schema_version > SCHEMA_VERSION {
+            return Err(IamError::InvalidInput(format!(
+                "the document has schema version {}, newer than the {SCHEMA_VERSION} this iamd supports",
+                document.schema_version
+            )));
+        }
+        let mut fresh = State::default();
+        load_document(&mut fresh, document.clone())?;
+        let writes: Vec<Write> = document
+            .users
+            .into_iter()
+            .map(Write::PutUser)
+            .chain(document.groups.into_iter().map(Write::PutGroup))
+            .chain(document.roles.into_iter().map(Write::PutRole))
+            .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
+            .collect();
+        let mut state = self.lock();
+        self.store.replace_all(&writes).map_err(storage)?;
+        let counts = Counts {
+            users: fresh.users.len(),
+            groups: fresh.groups.len(),
+            roles: fresh.roles.len(),
+            resource_tags: fresh.resource_tags.len(),
+        };
+        fresh.bundle = state.bundle.take();
+        fresh.generation = state.generation;
+        *state = fresh;
+        let bundle = state.bundle.clone();
+        drop(state);
+        if let Some(bundle) = bundle {
+            self.publish_bundle(bundle);
+        }
+        Ok(counts)
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
+    /// Changes the inline policies or attachments of an entity through `change`.
+    fn update(
+        &self,
+        state: &mut State,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        change: impl FnOnce(&mut BTreeMap<String, String>, &mut Vec<String>) -> Result<(), IamError>,
+    ) -> Result<(), IamError> {
+        let write = match kind {
+            Entity::User => {
+                let mut user = user_of(state, account, name)?.record.clone();
+                change(&mut user.inline, &mut user.attached)?;
+                Write::PutUser(user)
+            }
+            Entity::Group => {
+                let mut group = group_of(state, account, name)?.record.clone();
+                change(&mut group.inline, &mut group.attached)?;
+                Write::PutGroup(group)
+            }
+            Entity::Role => {
+                let mut role = role_of(state, account, name)?.record.clone();
+                change(&mut role.inline, &mut role.attached)?;
+                Write::PutRole(role)
+            }
+        };
+        self.commit(state, vec![write])
+    }
+}
+
+/// Which kind of entity an inline policy, attachment or tag call is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    User,
+    Group,
+    Role,
+}
+
+impl Entity {
+    fn label(self) -> &'static str {
+        match self {
+            Entity::User => "user",
+            Entity::Group => "group",
+            Entity::Role => "role",
+        }
+    }
+
+    fn quota_name(self) -> &'static str {
+        match self {
+            Entity::User => "User",
+            Entity::Group => "Group",
+            Entity::Role => "Role",
+        }
+    }
+
+    fn inline_limit(self) -> usize {
+        match self {
+            Entity::User => validate::USER_INLINE_LIMIT,
+            Entity::Group => validate::GROUP_INLINE_LIMIT,
+            Entity::Role => validate::ROLE_INLINE_LIMIT,
+        }
+    }
+}
+
+fn check_trust_policy(document: &str) -> Result<(), IamError> {
+    policy::parse("AssumeRolePolicyDocument", document, PolicyKind::Trust)
+        .map(|_| ())
+        .map_err(|e| IamError::MalformedPolicyDocument(e.to_string()))
+}
+
+fn check_resource_arn(arn: &str) -> Result<(), IamError> {
+    if crate::policy::arn::Arn::parse(arn).is_none() || arn.contains(['*', '?']) {
+        return Err(IamError::InvalidInput(format!(
+            "`{arn}` is not a resource ARN: expected arn:partition:service:region:account:resource without wildcards"
+        )));
+    }
+    Ok(())
+}
+
+fn user_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<User>, IamError> {
+    state
+        .users
+        .get(&key(account, name))
+        .ok_or_else(|| IamError::NoSuchEntity(format!("The user with name {name} cannot be found.")))
+}
+
+fn group_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<Group>, IamError> {
+    state
+        .groups
+        .get(&key(account, name))
+        .ok_or_else(|| IamError::NoSuchEntity(format!("The group with name {name} cannot be found.")))
+}
+
+fn role_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<Role>, IamError> {
+    state
+        .roles
+        .get(&key(account, name))
+        .ok_or_else(|| IamError::NoSuchEntity(format!("The role with name {name} cannot be found.")))
+}
+
+fn entity_policies<'s>(
+    state: &'s State,
+    kind: Entity,
+    account: &str,
+    name: &str,
+) -> Result<(&'s BTreeMap<String, String>, &'s [String]), IamError> {
+    Ok(match kind {
+        Entity::User => {
+            let u = &user_of(state, account, name)?.record;
+            (&u.inline, &u.attached)
+        }
+        Entity::Group => {
+            let g = &group_of(state, account, name)?.record;
+            (&g.inline, &g.attached)
+        }
+        Entity::Role => {
+            let r = &role_of(state, account, name)?.record;
+            (&r.inline, &r.attached)
+        }
+    })
+}
+
+fn members<'s>(
+    state: &'s State,
+    account: &'s str,
+    group: &str,
+) -> impl Iterator<Item = &'s Compiled<User>> + 's {
+    let group = group.to_ascii_lowercase();
+    state.users.values().filter(move |u| u.record.account == account && u.record.groups.contains(&group))
+}
+
+/// Fills `state` from a stored or imported document, compiling every inline policy.
+fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamError> {
+    for user in document.users {
+        let inline = compile_inline(&user.arn(), &user.inline)?;
+        state.users.insert(key(&user.account, &user.name), Compiled { record: user, inline });
+    }
+    for group in document.groups {
+        let inline = compile_inline(&group.arn(), &group.inline)?;
+        state.groups.insert(key(&group.account, &group.name), Compiled { record: group, inline });
+    }
+    for role in document.roles {
+        let inline = compile_inline(&role.arn(), &role.inline)?;
+        state.roles.insert(key(&role.account, &role.name), Compiled { record: role, inline });
+    }
+    for tags in document.resource_tags {
+        state.resource_tags.insert(tags.arn, tags.tags);
+    }
+    Ok(())
+}
+
+/// Applies a stored write to the in-memory state and its directory.
+fn apply(state: &mut State, write: Write) {
+    match write {
+        Write::PutUser(user) => {
+            // Inline policies were validated before the write; compiling them cannot fail.
+            let inline = compile_inline(&user.arn(), &user.inline).unwrap_or_default();
+            let k = key(&user.account, &user.name);
+            let compiled = Compiled { record: user, inline };
+            let entry = resolve_user(state, &compiled);
+            state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
+            state.users.insert(k, compiled);
+        }
+        Write::DeleteUser { account, name } => {
+            state.users.remove(&key(&account, &name));
+            state.directory.principals.remove(&principal_key(EntityKind::User, &account, &name));
+        }
+        Write::PutGroup(group) => {
+            let inline = compile_inline(&group.arn(), &group.inline).unwrap_or_default();
+            let (account, name) = (group.account.clone(), group.name.clone());
+            state.groups.insert(key(&account, &name), Compiled { record: group, inline });
+            let affected: Vec<Key> =
+                members(state, &account, &name).map(|u| key(&u.record.account, &u.record.name)).collect();
+            for k in affected {
+                if let Some(user) = state.users.get(&k) {
+                    let entry = resolve_user(state, user);
+                    state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
+                }
+            }
+        }
+        Write::DeleteGroup { account, name } => {
+            state.groups.remove(&key(&account, &name));
+        }
+        Write::PutRole(role) => {
+            let inline = compile_inline(&role.arn(), &role.inline).unwrap_or_default();
+            let k = key(&role.account, &role.name);
+            let compiled = Compiled { record: role, inline };
+            let entry = resolve_role(state, &compiled);
+            state.directory.principals.insert(principal_key(EntityKind::Role, &k.0, &k.1), entry);
+            state.roles.insert(k, compiled);
+        }
+        Write::DeleteRole { account, name } => {
+            state.roles.remove(&key(&account, &name));
+            state.directory.principals.remove(&principal_key(EntityKind::Role, &account, &name));
+        }
+        Write::PutResourceTags(tags) => {
+            state.directory.resource_tags.insert(tags.arn.as_str().into(), tags.tags.as_slice().into());
+            state.resource_tags.insert(tags.arn, tags.tags);
+        }
+        Write::DeleteResourceTags { arn } => {
+            state.directory.resource_tags.remove(arn.as_str());
+            state.resource_tags.remove(&arn);
+        }
+    }
+}
+
+fn publish(state: &mut State, snapshot: &SharedSnapshot) {
+    state.generation += 1;
+    if let Some(bundle) = &state.bundle {
+        snapshot.store(Some(Arc::new(Snapshot::new(
+            bundle.clone(),
+            state.directory.clone(),
+            state.generation,
+        ))));
+    }
+}
+
+/// Looks up attached managed policies, noting any that cannot be found.
+fn attach(state: &State, arns: &[String], policies: &mut Vec<Arc<Policy>>, missing: &mut Vec<String>) {
+    for arn in arns {
+        match state.bundle.as_ref().and_then(|b| b.managed_policy(arn)) {
+            Some(policy) => policies.push(policy.clone()),
+            None => missing.push(arn.clone()),
+        }
+    }
+}
+
+fn boundary(state: &State, arn: Option<&String>, missing: &mut Vec<String>) -> Option<Arc<Policy>> {
+    let arn = arn?;
+    let found = state.bundle.as_ref().and_then(|b| b.managed_policy(arn)).cloned();
+    if found.is_none() {
+        missing.push(arn.clone());
+    }
+    found
+}
+
+fn unresolved(missing: Vec<String>) -> Option<String> {
+    (!missing.is_empty()).then(|| {
+        format!(
+            "attached policies missing from the bundle: {}; requests are denied until they are restored",
+            missing.join(", ")
+        )
+    })
+}
+
+fn resolve_user(state: &State, user: &Compiled<User>) -> Arc<PrincipalEntry> {
+    let record = &user.record;
+    let mut identity = user.inline.clone();
+    let mut missing = Vec::new();
+    attach(state, &record.attached, &mut identity, &mut missing);
+    for group in &record.groups {
+        if let Some(group) = state.groups.get(&key(&record.account, group)) {
+            identity.extend(group.inline.iter().cloned());
+            attach(state, &group.record.attached, &mut identity, &mut missing);
+        }
+    }
+    let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
+    Arc::new(PrincipalEntry {
+        kind: EntityKind::User,
+        trust: None,
+        arn: record.arn(),
+        account: record.account.clone(),
+        name: record.name.clone(),
+        id: record.id.clone(),
+        identity,
+        boundary,
+        tags: record.tags.clone(),
+        unresolved: unresolved(missing),
+    })
+}
+
+fn resolve_role(state: &State, role: &Compiled<Role>) -> Arc<PrincipalEntry> {
+    let record = &role.record;
+    let mut identity = role.inline.clone();
+    let mut missing = Vec::new();
+    attach(state, &record.attached, &mut identity, &mut missing);
+    let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
+    // Trust policies were validated before they were stored.
+    let trust =
+        policy::parse(&format!("{}/trust-policy", record.arn()), &record.trust_policy, PolicyKind::Trust)
+            .ok()
+            .map(|parsed| Arc::new(parsed.policy));
+    Arc::new(PrincipalEntry {
+        kind: EntityKind::Role,
+        trust,
+        arn: record.arn(),
+        account: record.account.clone(),
+        name: record.name.clone(),
+        id: record.id.clone(),
+        identity,
+        boundary,
+        tags: record.tags.clone(),
+        unresolved: unresolved(missing),
+    })
+}

@@ -1,0 +1,109 @@
+//! The identities iamd stores, as they are persisted (JSON in sled) and exported.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// An IAM user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub account: String,
+    pub name: String,
+    pub path: String,
+    pub id: String,
+    pub created: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// Inline policies by name, as the JSON text the caller gave.
+    #[serde(default)]
+    pub inline: BTreeMap<String, String>,
+    /// Managed policy ARNs, in attachment order.
+    #[serde(default)]
+    pub attached: Vec<String>,
+    #[serde(default)]
+    pub boundary: Option<String>,
+    /// Names of the groups the user belongs to (lower-cased keys of the account's groups).
+    #[serde(default)]
+    pub groups: BTreeSet<String>,
+}
+
+/// An IAM group; its members are the users naming it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub account: String,
+    pub name: String,
+    pub path: String,
+    pub id: String,
+    pub created: String,
+    #[serde(default)]
+    pub inline: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attached: Vec<String>,
+}
+
+/// An IAM role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub account: String,
+    pub name: String,
+    pub path: String,
+    pub id: String,
+    pub created: String,
+    pub trust_policy: String,
+    pub max_session_duration: u32,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default)]
+    pub inline: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attached: Vec<String>,
+    #[serde(default)]
+    pub boundary: Option<String>,
+}
+
+/// Tags on an arbitrary resource, by ARN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceTags {
+    pub arn: String,
+    pub tags: Vec<Tag>,
+}
+
+impl User {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:iam::{}:user{}{}", self.account, self.path, self.name)
+    }
+}
+
+impl Group {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:iam::{}:group{}{}", self.account, self.path, self.name)
+    }
+}
+
+impl Role {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:iam::{}:role{}{}", self.account, self.path, self.name)
+    }
+}
+
+/// Everything iamd stores: the format of `iamd admin export` and `import`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDocument {
+    pub schema_version: u32,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub resource_tags: Vec<ResourceTags>,
+}

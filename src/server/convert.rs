@@ -1,0 +1,125 @@
+//! Between the gRPC messages and iamd's own types.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::authorize::{InvalidField, check_context_size};
+use crate::eval::{Context, Decision, Explanation};
+use crate::iam::IamError;
+use crate::iam::model::Tag;
+use crate::proto;
+
+/// `INVALID_ARGUMENT` naming the field, with a `BadRequest` detail for tools.
+pub fn invalid_argument(error: InvalidField) -> Status {
+    let message = error.to_string();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message.clone(),
+        ErrorDetails::with_bad_request_violation(error.field, error.message),
+    )
+}
+
+/// An identity error as a gRPC status, with AWS's error code as the `ErrorInfo` reason.
+pub fn iam_status(error: IamError) -> Status {
+    let code = match &error {
+        IamError::NoSuchEntity(_) => Code::NotFound,
+        IamError::EntityAlreadyExists(_) => Code::AlreadyExists,
+        IamError::DeleteConflict(_) => Code::FailedPrecondition,
+        IamError::LimitExceeded(_) => Code::ResourceExhausted,
+        IamError::MalformedPolicyDocument(_) | IamError::InvalidInput(_) => Code::InvalidArgument,
+        IamError::ServiceFailure(_) => Code::Unavailable,
+    };
+    let details = ErrorDetails::with_error_info(error.code(), "iam.amazonaws.com", HashMap::new());
+    let mut status = Status::with_error_details(code, format!("{}: {error}", error.code()), details);
+    if let Ok(value) = error.code().parse() {
+        status.metadata_mut().insert("iamd-error-code", value);
+    }
+    status
+}
+
+pub fn decision(decision: Decision) -> proto::Decision {
+    match decision {
+        Decision::Allow => proto::Decision::Allow,
+        Decision::ImplicitDeny => proto::Decision::ImplicitDeny,
+        Decision::ExplicitDeny => proto::Decision::ExplicitDeny,
+    }
+}
+
+pub fn explanation(explanation: &Explanation) -> proto::Explanation {
+    proto::Explanation {
+        deciding_layer: explanation.deciding_layer.map(|l| l.to_string()).unwrap_or_default(),
+        reason: explanation.reason.clone(),
+        matched_statements: explanation
+            .matched_statements
+            .iter()
+            .map(|m| proto::MatchedStatement {
+                layer: m.layer.to_string(),
+                policy: m.policy.clone(),
+                statement: m.statement.clone(),
+                effect: m.effect.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// Reads the request context: each typed value becomes the text AWS would put in the request
+/// context.
+pub fn context(entries: HashMap<String, proto::ContextValues>) -> Result<Context, InvalidField> {
+    let longest = entries.values().map(|v| v.values.len()).max().unwrap_or(0);
+    let mut largest = 0;
+    let mut context = Context::default();
+    for (key, values) in entries {
+        if key.is_empty() || !key.contains(':') {
+            return Err(InvalidField {
+                field: "context",
+                message: format!(
+                    "key `{key}` is not a condition key: expected `service:name` such as `aws:SourceIp`"
+                ),
+            });
+        }
+        let mut texts = Vec::with_capacity(values.values.len());
+        for value in values.values {
+            let text = value_text(&key, value)?;
+            largest = largest.max(text.len());
+            texts.push(text);
+        }
+        context.insert(&key, texts);
+    }
+    check_context_size(context.len(), longest, largest)?;
+    Ok(context)
+}
+
+fn value_text(key: &str, value: proto::ContextValue) -> Result<String, InvalidField> {
+    use proto::context_value::Kind;
+    let missing = || InvalidField {
+        field: "context",
+        message: format!("a value of `{key}` is empty: set one of its kinds"),
+    };
+    Ok(match value.kind.ok_or_else(missing)? {
+        Kind::String(s) | Kind::Ip(s) => s,
+        Kind::Bool(b) => b.to_string(),
+        Kind::Integer(i) => i.to_string(),
+        Kind::Number(n) => n.to_string(),
+        Kind::Date(t) => {
+            let timestamp = jiff::Timestamp::new(t.seconds, t.nanos).map_err(|e| InvalidField {
+                field: "context",
+                message: format!("date value of `{key}` is out of range: {e}"),
+            })?;
+            timestamp.to_string()
+        }
+        Kind::Binary(bytes) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        }
+    })
+}
+
+pub fn tags(tags: &[proto::Tag]) -> Vec<Tag> {
+    tags.iter().map(|t| Tag { key: t.key.clone(), value: t.value.clone() }).collect()
+}
+
+pub fn proto_tags(tags: &[Tag]) -> Vec<proto::Tag> {
+    tags.iter().map(|t| proto::Tag { key: t.key.clone(), value: t.value.clone() }).collect()
+}

@@ -1,0 +1,74 @@
+//! The immutable view every decision reads: the compiled bundle and the directory of
+//! principals with their resolved policies. A new snapshot is published with one atomic swap,
+//! so a request sees the whole old state or the whole new one.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::bundle::Bundle;
+use crate::iam::model::Tag;
+use crate::policy::Policy;
+
+/// What a stored principal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityKind {
+    User,
+    Role,
+}
+
+/// A stored user or role with everything a decision needs, resolved at write or reload time.
+#[derive(Debug)]
+pub struct PrincipalEntry {
+    pub kind: EntityKind,
+    pub arn: String,
+    pub account: String,
+    pub name: String,
+    pub id: String,
+    /// Inline and attached policies, the user's groups' included.
+    pub identity: Vec<Arc<Policy>>,
+    pub boundary: Option<Arc<Policy>>,
+    pub tags: Vec<Tag>,
+    /// A role's trust policy: the resource-based policy of `sts:AssumeRole*` on the role.
+    pub trust: Option<Arc<Policy>>,
+    /// Why the principal's policies could not all be resolved (an attached policy missing from
+    /// the bundle). Its requests are then denied: a missing policy could have been a `Deny`.
+    pub unresolved: Option<String>,
+}
+
+/// Principals and resource tags, as persistent maps: publishing after a write shares all
+/// unchanged entries with the previous snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub principals: imbl::HashMap<Arc<str>, Arc<PrincipalEntry>>,
+    pub resource_tags: imbl::HashMap<Arc<str>, Arc<[Tag]>>,
+}
+
+/// The key of a user or role in the directory.
+pub fn principal_key(kind: EntityKind, account: &str, name: &str) -> Arc<str> {
+    let kind = match kind {
+        EntityKind::User => "user",
+        EntityKind::Role => "role",
+    };
+    format!("{kind}/{account}/{}", name.to_ascii_lowercase()).into()
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub bundle: Arc<Bundle>,
+    pub directory: Directory,
+    /// Increases with every published change of the stored identities.
+    pub generation: u64,
+    /// `BUNDLE_REVISION+GENERATION`: which bundle and which store state decided.
+    pub revision: String,
+}
+
+impl Snapshot {
+    pub fn new(bundle: Arc<Bundle>, directory: Directory, generation: u64) -> Snapshot {
+        let revision = format!("{}+{generation}", bundle.revision);
+        Snapshot { bundle, directory, generation, revision }
+    }
+}
+
+/// The published snapshot, read lock-free on every request. Empty until a bundle has loaded.
+pub type SharedSnapshot = Arc<ArcSwapOption<Snapshot>>;

@@ -1,0 +1,208 @@
+//! Durable storage of identities in sled.
+//!
+//! Everything lives in one tree under prefixed keys (`user/ACCOUNT/name`, `group/...`,
+//! `role/...`, `rtag/ARN`), so that every change, however many records it touches, is one atomic
+//! batch. A batch is flushed before the call returns: once an admin call is acknowledged, a
+//! crash of the process loses nothing. Nothing outside this module knows the key layout.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::iam::model::{Group, ResourceTags, Role, StateDocument, User};
+
+/// The layout of the data directory this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"meta/schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the data directory `{path}`: {source}; check that it exists, is writable, \
+         and is not used by another iamd process"
+    )]
+    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the data directory `{path}` has schema version {found}, newer than the {supported} this \
+         iamd supports: run a newer iamd, or export with it and import here"
+    )]
+    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    #[error(
+        "record `{key}` in the data directory is unreadable ({message}): the data is damaged; \
+         restore it from an export (`iamd admin import`) or a backup"
+    )]
+    Corrupt { key: String, message: String },
+    #[error("storage error: {0}")]
+    Io(#[from] sled::Error),
+}
+
+/// One change to the stored state.
+#[derive(Clone, Debug)]
+pub enum Write {
+    PutUser(User),
+    DeleteUser { account: String, name: String },
+    PutGroup(Group),
+    DeleteGroup { account: String, name: String },
+    PutRole(Role),
+    DeleteRole { account: String, name: String },
+    PutResourceTags(ResourceTags),
+    DeleteResourceTags { arn: String },
+}
+
+pub struct Store {
+    db: sled::Db,
+}
+
+fn entity_key(kind: &str, account: &str, name: &str) -> Vec<u8> {
+    format!("{kind}/{account}/{}", name.to_ascii_lowercase()).into_bytes()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain records to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (or creates) the data directory, refusing one written by a newer schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        match db.get(SCHEMA_KEY)? {
+            Some(bytes) => {
+                let found = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(
+                    || StoreError::Corrupt {
+                        key: "meta/schema_version".into(),
+                        message: "not a number".into(),
+                    },
+                )?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store { db })
+    }
+
+    /// Reads everything stored.
+    pub fn load(&self) -> Result<StateDocument, StoreError> {
+        fn read<T: DeserializeOwned>(db: &sled::Db, prefix: &str) -> Result<Vec<T>, StoreError> {
+            db.scan_prefix(prefix)
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        message: e.to_string(),
+                    })
+                })
+                .collect()
+        }
+        Ok(StateDocument {
+            schema_version: SCHEMA_VERSION,
+            users: read(&self.db, "user/")?,
+            groups: read(&self.db, "group/")?,
+            roles: read(&self.db, "role/")?,
+            resource_tags: read(&self.db, "rtag/")?,
+        })
+    }
+
+    /// Applies `writes` atomically and durably: all or none, flushed before returning.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                Write::PutUser(user) => {
+                    batch.insert(entity_key("user", &user.account, &user.name), encode(user))
+                }
+                Write::DeleteUser { account, name } => batch.remove(entity_key("user", account, name)),
+                Write::PutGroup(group) => {
+                    batch.insert(entity_key("group", &group.account, &group.name), encode(group))
+                }
+                Write::DeleteGroup { account, name } => batch.remove(entity_key("group", account, name)),
+                Write::PutRole(role) => {
+                    batch.insert(entity_key("role", &role.account, &role.name), encode(role))
+                }
+                Write::DeleteRole { account, name } => batch.remove(entity_key("role", account, name)),
+                Write::PutResourceTags(tags) => {
+                    batch.insert(format!("rtag/{}", tags.arn).into_bytes(), encode(tags))
+                }
+                Write::DeleteResourceTags { arn } => batch.remove(format!("rtag/{arn}").into_bytes()),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes every record (for `import`), atomically with the writes that replace them.
+    pub fn replace_all(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for prefix in ["user/", "group/", "role/", "rtag/"] {
+            for key in self.db.scan_prefix(prefix).keys() {
+                batch.remove(key?);
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.apply(writes)
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> User {
+        User {
+            account: "111122223333".into(),
+            name: name.into(),
+            path: "/".into(),
+            id: "AIDAEXAMPLE".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            tags: vec![],
+            inline: Default::default(),
+            attached: vec![],
+            boundary: None,
+            groups: Default::default(),
+        }
+    }
+
+    #[test]
+    fn writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.apply(&[Write::PutUser(user("Alice")), Write::PutUser(user("bob"))]).unwrap();
+            store.apply(&[Write::DeleteUser { account: "111122223333".into(), name: "BOB".into() }]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let state = store.load().unwrap();
+        assert_eq!(state.users, vec![user("Alice")]);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(SCHEMA_KEY, b"99").unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("schema version 99, newer than the 1"), "{error}");
+    }
+}
