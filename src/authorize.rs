@@ -6,7 +6,7 @@
 //! lock.
 
 use crate::eval::{self, Context, Decision, Explanation, PolicySet, Principal, Request};
-use crate::snapshot::{EntityKind, PrincipalEntry, Snapshot, principal_key};
+use crate::snapshot::{EntityKind, PrincipalEntry, Snapshot, lookup_key};
 
 /// Largest context accepted: keys, values per key, bytes per value.
 pub const MAX_CONTEXT_KEYS: usize = 128;
@@ -70,29 +70,27 @@ pub fn check_context_size(keys: usize, longest: usize, largest: usize) -> Result
 /// Decides `query` against `snapshot`.
 pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidField> {
     let principal = Principal::parse(query.principal).map_err(|e| invalid("principal", e.to_string()))?;
-    let mut request = Request::new(principal.clone(), query.action, query.resource).map_err(|e| match e {
-        eval::RequestError::InvalidAction(_) => invalid("action", e.to_string()),
-        _ => invalid("resource", e.to_string()),
-    })?;
+    let entry = match lookup(snapshot, &principal) {
+        Lookup::Stored(entry) => Some(entry),
+        Lookup::NotStored => None,
+        Lookup::Unknown(reason) => {
+            let request = Request::new(principal, query.action, query.resource).map_err(request_error)?;
+            return Ok(refuse(&request, reason));
+        }
+    };
+    let mut context = query.context;
+    fill_context(&mut context, &principal, entry, snapshot, query.resource);
+    let mut request = Request::new(principal, query.action, query.resource).map_err(request_error)?;
     if !query.resource_account.is_empty() {
         request = request
             .with_resource_account(query.resource_account)
             .map_err(|e| invalid("resource_account", e.to_string()))?;
     }
-
-    let entry = match lookup(snapshot, &principal) {
-        Lookup::Stored(entry) => Some(entry),
-        Lookup::NotStored => None,
-        Lookup::Unknown(reason) => return Ok(refuse(&request, reason)),
-    };
     if let Some(reason) = entry.and_then(|e| e.unresolved.as_deref()) {
         return Ok(refuse(&request, reason.to_string()));
     }
-
-    let mut context = query.context;
-    fill_context(&mut context, &principal, entry, snapshot, query.resource);
     let request = request.with_context(context);
-
+    let principal = request.principal();
     let bundle = &snapshot.bundle;
     let trust = if request.resource_policy_kind() == crate::policy::PolicyKind::Trust {
         trust_policy(snapshot, query.resource)
@@ -100,7 +98,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
         None
     };
     let resource_policy = trust.or_else(|| bundle.resource_policy(query.resource).map(|p| &**p));
-    let resource_account = resource_account(&request, &principal);
+    let resource_account = resource_account(&request, principal);
     let policies = PolicySet {
         identity: entry.map_or(&[], |e| e.identity.as_slice()),
         resource: resource_policy,
@@ -117,6 +115,13 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     }
 }
 
+fn request_error(e: eval::RequestError) -> InvalidField {
+    match e {
+        eval::RequestError::InvalidAction(_) => invalid("action", e.to_string()),
+        _ => invalid("resource", e.to_string()),
+    }
+}
+
 enum Lookup<'s> {
     Stored(&'s PrincipalEntry),
     /// A principal iamd does not store (root, anonymous, a service): only its request decides.
@@ -126,7 +131,7 @@ enum Lookup<'s> {
 
 fn lookup<'s>(snapshot: &'s Snapshot, principal: &Principal) -> Lookup<'s> {
     let find = |kind, account: &str, name: &str| {
-        snapshot.directory.principals.get(&principal_key(kind, account, name))
+        snapshot.directory.principals.get(lookup_key(kind, account, name).as_str())
     };
     let unknown = || Lookup::Unknown(format!("principal {} is not known to iamd", principal.display()));
     match principal {
@@ -229,7 +234,8 @@ fn fill_context(
 fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate::policy::Policy> {
     let arn = crate::policy::arn::Arn::parse(resource)?;
     let name = arn.resource.rsplit('/').next()?;
-    let entry = snapshot.directory.principals.get(&principal_key(EntityKind::Role, arn.account, name))?;
+    let entry =
+        snapshot.directory.principals.get(lookup_key(EntityKind::Role, arn.account, name).as_str())?;
     (entry.arn == resource).then_some(entry.trust.as_deref()).flatten()
 }
 

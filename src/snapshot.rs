@@ -46,11 +46,21 @@ pub struct Directory {
 
 /// The key of a user or role in the directory.
 pub fn principal_key(kind: EntityKind, account: &str, name: &str) -> Arc<str> {
+    lookup_key(kind, account, name).into()
+}
+
+/// The same key as a plain string, for lookups (one allocation instead of two).
+pub fn lookup_key(kind: EntityKind, account: &str, name: &str) -> String {
     let kind = match kind {
-        EntityKind::User => "user",
-        EntityKind::Role => "role",
+        EntityKind::User => "user/",
+        EntityKind::Role => "role/",
     };
-    format!("{kind}/{account}/{}", name.to_ascii_lowercase()).into()
+    let mut key = String::with_capacity(kind.len() + account.len() + name.len() + 1);
+    key.push_str(kind);
+    key.push_str(account);
+    key.push('/');
+    key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    key
 }
 
 #[derive(Debug)]

@@ -15,6 +15,7 @@ use crate::iam::model::{Group, ResourceTags, Role, StateDocument, User};
 /// The layout of the data directory this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
+const CACHE_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,8 +67,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the data directory, refusing one written by a newer schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        // sled's page cache defaults to 1 GiB; decisions never read sled, so a small cache
+        // only slows admin reads of cold records, which are served from memory anyway.
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         match db.get(SCHEMA_KEY)? {

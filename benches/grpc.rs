@@ -1,0 +1,112 @@
+//! Authorize over gRPC on loopback: throughput and latency percentiles at concurrency 1 and 16,
+//! with the client on the same machine as the server.
+//!
+//! `cargo bench --bench grpc` (`IAMD_BENCH_SECONDS` sets the duration of each run, default 5)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iamd::config::{Config, FileConfig, Overrides};
+use iamd::proto::{self, admin_client::AdminClient, authorizer_client::AuthorizerClient};
+use tonic::transport::Channel;
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at] as f64 / 1_000.0
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("IAMD_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    if std::env::args().any(|a| a == "--list") {
+        println!("grpc: bench");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data: Some(data.path().to_path_buf()),
+        no_audit: std::env::var("IAMD_BENCH_AUDIT").is_err(),
+        ..Overrides::default()
+    };
+    let config = Config::resolve(FileConfig::default(), overrides).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime
+            .block_on(iamd::server::run(config, std::future::pending(), move |bound| {
+                ready_tx.send(bound).unwrap()
+            }))
+            .unwrap();
+    });
+    let bound = ready_rx.recv().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let mut admin = AdminClient::connect(format!("http://{}", bound.admin)).await.unwrap();
+        admin.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() }).await.unwrap();
+        admin
+            .attach_user_policy(proto::AttachmentRequest {
+                name: "alice".into(),
+                policy_arn: "arn:aws:iam::111122223333:policy/ReportsReadOnly".into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let request = proto::AuthorizeRequest {
+            principal: "arn:aws:iam::111122223333:user/alice".into(),
+            action: "s3:GetObject".into(),
+            resource: "arn:aws:s3:::reports/alice/q1.csv".into(),
+            resource_account: String::new(),
+            context: HashMap::from([(
+                "aws:SecureTransport".to_string(),
+                proto::ContextValues { values: vec![proto::ContextValue { kind: Some(proto::context_value::Kind::String("true".into())) }] },
+            )]),
+            explain: false,
+        };
+        for concurrency in [1usize, 16] {
+            let connections = concurrency.clamp(1, 4);
+            let mut channels = Vec::new();
+            for _ in 0..connections {
+                channels.push(Channel::from_shared(format!("http://{}", bound.authorizer)).unwrap().connect().await.unwrap());
+            }
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let warmup = Instant::now() + Duration::from_millis(500);
+            let request = Arc::new(request.clone());
+            let mut tasks = Vec::new();
+            for task in 0..concurrency {
+                let mut client = AuthorizerClient::new(channels[task % connections].clone());
+                let request = request.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(200_000);
+                    while Instant::now() < deadline {
+                        let started = Instant::now();
+                        let response = client.authorize((*request).clone()).await.expect("authorize succeeds");
+                        assert_eq!(response.get_ref().decision, proto::Decision::Allow as i32);
+                        if started > warmup {
+                            latencies.push(started.elapsed().as_nanos() as u64);
+                        }
+                    }
+                    latencies
+                }));
+            }
+            let mut latencies = Vec::new();
+            for task in tasks {
+                latencies.extend(task.await.unwrap());
+            }
+            latencies.sort_unstable();
+            let measured = seconds as f64 - 0.5;
+            println!(
+                "grpc/authorize concurrency {concurrency:>2} ({connections} connection{}): {:>8.0} decisions/s, p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, p99.9 {:>6.0} µs",
+                if connections == 1 { "" } else { "s" },
+                latencies.len() as f64 / measured,
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.90),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 0.999),
+            );
+        }
+    });
+}
