@@ -27,6 +27,16 @@ pub struct FileConfig {
     pub limits: Option<LimitsFile>,
     pub audit: Option<AuditFile>,
     pub log: Option<LogFile>,
+    pub telemetry: Option<TelemetryFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// OTLP/gRPC collector, such as `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    pub trace_decisions: Option<bool>,
+    pub metrics_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -88,7 +98,7 @@ pub struct Config {
     pub batch_size: usize,
     /// `None` disables the audit log.
     pub audit: Option<crate::audit::AuditConfig>,
-    pub json_logs: bool,
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -100,6 +110,7 @@ pub struct Overrides {
     pub bundle: Option<PathBuf>,
     pub account: Option<String>,
     pub no_audit: bool,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -127,6 +138,13 @@ impl Config {
                 return Err(invalid(format!("log format `{other}` is unknown: expected `text` or `json`")));
             }
         };
+        let telemetry_file = file.telemetry.unwrap_or_default();
+        let telemetry = crate::telemetry::TelemetryConfig {
+            otlp_endpoint: overrides.otlp_endpoint.or(telemetry_file.otlp_endpoint),
+            trace_decisions: telemetry_file.trace_decisions.unwrap_or(false),
+            metrics_interval: Duration::from_millis(telemetry_file.metrics_interval_ms.unwrap_or(10_000)),
+            json_logs,
+        };
         // The parse of constant defaults cannot fail.
         let default_addr = |text: &str| text.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         Ok(Config {
@@ -144,7 +162,7 @@ impl Config {
             concurrency_per_connection: limits.concurrency_per_connection.unwrap_or(1_024),
             batch_size: limits.batch_size.unwrap_or(1_000),
             audit,
-            json_logs,
+            telemetry,
         })
     }
 }

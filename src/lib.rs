@@ -21,6 +21,7 @@ pub mod server;
 pub mod simulate;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 
 /// The gRPC API, generated from `proto/iamd/v1/*.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use iamd::config::{Config, FileConfig, Overrides};
 use iamd::proto::{self, authorizer_client::AuthorizerClient};
+use iamd::telemetry::Telemetry;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -37,6 +38,9 @@ pub struct ServeArgs {
     /// Do not write the audit log
     #[arg(long)]
     no_audit: bool,
+    /// Export traces and metrics to this OTLP/gRPC collector (off by default)
+    #[arg(long, env = "IAMD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -51,28 +55,19 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         bundle: args.bundle,
         account: args.account,
         no_audit: args.no_audit,
+        otlp_endpoint: args.otlp_endpoint,
     };
     let config = Config::resolve(file, overrides)?;
-    init_logging(config.json_logs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(iamd::server::run(config, shutdown_signal(), |_| {}))?;
-    Ok(())
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IAMD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    runtime.block_on(async move {
+        let telemetry = Telemetry::init(&config.telemetry)?;
+        let result = iamd::server::run(config, shutdown_signal(), |_| {}).await;
+        telemetry.shutdown();
+        Ok(result?)
+    })
 }
 
 /// SIGTERM or Ctrl-C.

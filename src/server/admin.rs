@@ -28,7 +28,8 @@ impl AdminService {
         F: FnOnce(&Iam) -> Result<T, IamError> + Send + 'static,
     {
         let core = self.core.clone();
-        let result = tokio::task::spawn_blocking(move || f(&core.iam))
+        let span = tracing::info_span!("admin", operation);
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| f(&core.iam)))
             .await
             .map_err(|_| Status::internal(format!("{operation} failed unexpectedly; nothing was changed")))?;
         match &result {

@@ -28,6 +28,7 @@ use crate::iam::Iam;
 use crate::proto::{self, admin_server::AdminServer, authorizer_server::AuthorizerServer};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 
 pub use request_id::REQUEST_ID;
 
@@ -60,6 +61,7 @@ pub struct Core {
     last_reload_errors: Mutex<Vec<String>>,
     reload_lock: tokio::sync::Mutex<()>,
     health: tonic_health::server::HealthReporter,
+    metrics: Metrics,
 }
 
 impl Core {
@@ -70,6 +72,10 @@ impl Core {
         request: proto::AuthorizeRequest,
         request_id: String,
     ) -> Result<proto::AuthorizeResponse, InvalidField> {
+        let started = std::time::Instant::now();
+        let _span =
+            tracing::debug_span!("authorize", principal = %request.principal, action = %request.action)
+                .entered();
         let context = convert::context(request.context)?;
         let source_ip = context.get("aws:sourceip").and_then(|v| v.first()).map(|v| v.as_str().to_string());
         let query = Query {
@@ -81,6 +87,7 @@ impl Core {
             explain: request.explain || self.audit.enabled(),
         };
         let answer = authorize::decide(snapshot, query)?;
+        self.metrics.decision(answer.decision, started.elapsed().as_secs_f64() * 1e6);
         if self.audit.enabled() {
             let explanation = answer.explanation.as_ref();
             self.audit.record(AuditRecord {
@@ -114,6 +121,7 @@ impl Core {
 
     /// Reads, compiles and publishes the bundle. On failure the last good snapshot keeps
     /// serving and the errors are returned, logged and kept for status.
+    #[tracing::instrument(skip(self), fields(source = %self.source.describe()))]
     pub async fn reload(&self) -> Result<(), Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let source = self.source.clone();
@@ -139,6 +147,7 @@ impl Core {
                 let started = std::time::Instant::now();
                 self.iam.publish_bundle(Arc::new(bundle));
                 self.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload(true);
                 set_lock(&self.last_reload_errors, Vec::new());
                 self.health.set_serving::<AuthorizerServer<authorizer::AuthorizerService>>().await;
                 tracing::info!(
@@ -150,6 +159,7 @@ impl Core {
             }
             Err(errors) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload(false);
                 for error in &errors {
                     tracing::error!("bundle rejected: {error}");
                 }
@@ -224,9 +234,11 @@ pub async fn run(
         Some(path) => BundleSource::from_path(path),
         None => BundleSource::Embedded,
     };
+    let metrics = Metrics::new(snapshot.clone());
     let core = Arc::new(Core {
         iam,
         snapshot,
+        metrics,
         source: source.clone(),
         audit,
         batch_size: config.batch_size,
