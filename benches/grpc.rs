@@ -43,7 +43,15 @@ fn main() {
     });
     let bound = ready_rx.recv().unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // One client thread: the client shares the 2 cores with the server, as a sidecar's caller
+    // does.
+    let client_threads =
+        std::env::var("IAMD_BENCH_CLIENT_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let mut admin = AdminClient::connect(format!("http://{}", bound.admin)).await.unwrap();
         admin.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() }).await.unwrap();

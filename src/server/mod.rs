@@ -210,6 +210,19 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
+/// Accepted connections with Nagle's algorithm off: a decision is one small response, and
+/// delaying it for a delayed ACK costs up to 40 ms.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
@@ -296,12 +309,12 @@ pub async fn run(
         .add_service(health_service.clone())
         .add_service(reflection.clone())
         .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(authorizer_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(authorizer_listener), stopped(stop_rx.clone()));
     let admin_server = builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx));
+        .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx));
 
     tracing::info!(
         authorizer = %authorizer_addr,
