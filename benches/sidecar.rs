@@ -82,6 +82,7 @@ fn measure_restart(data: &std::path::Path) {
     let after_bundle = rss_mb();
     let snapshot: SharedSnapshot = Arc::new(ArcSwapOption::empty());
     let store = Store::open(data).unwrap();
+    eprintln!("restart: RSS {:.0} MB after opening sled", rss_mb());
     let loaded = store.load().unwrap();
     let after_load = rss_mb();
     drop(loaded);

@@ -482,6 +482,8 @@ async fn sigterm_stops_cleanly_and_export_import_round_trip() {
     authorizer.authorize(request(ALICE, "s3:GetObject", "arn:aws:s3:::reports")).await.unwrap();
     let exported = admin.export(proto::Empty {}).await.unwrap().into_inner();
 
+    sidecar.signal("HUP");
+    assert!(sidecar.wait_for_log("SIGHUP: reloading the bundle", Duration::from_secs(5)));
     sidecar.signal("TERM");
     let status = sidecar.wait_exit(Duration::from_secs(10)).expect("iamd stops after SIGTERM");
     assert!(status.success(), "{status:?}");

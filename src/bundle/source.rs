@@ -169,3 +169,61 @@ pub fn digest(files: &BTreeMap<String, String>) -> u64 {
     files.hash(&mut hasher);
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(entries: &[(&str, &[u8], tar::EntryType)]) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".tar.gz").tempfile().unwrap();
+        let encoder = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        for (name, data, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            if *kind == tar::EntryType::Symlink {
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            // `append_data` refuses `..`; write the raw name to test iamd's own check.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn reads_a_tar_gz_in_memory() {
+        let file = archive(&[
+            ("./manifest.json", b"{}", tar::EntryType::Regular),
+            ("policies/A.json", b"{\"Statement\": []}", tar::EntryType::Regular),
+            ("policies/.hidden", b"x", tar::EntryType::Regular),
+        ]);
+        let source = BundleSource::from_path(file.path());
+        assert!(matches!(source, BundleSource::TarGz(_)));
+        let files = source.read().unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["manifest.json", "policies/A.json"]);
+    }
+
+    #[test]
+    fn refuses_links_and_paths_that_leave_the_bundle() {
+        let link = archive(&[("policies/A.json", b"", tar::EntryType::Symlink)]);
+        let error = BundleSource::from_path(link.path()).read().unwrap_err().to_string();
+        assert!(error.contains("must be plain files"), "{error}");
+        let escape = archive(&[("../outside.json", b"{}", tar::EntryType::Regular)]);
+        let error = BundleSource::from_path(escape.path()).read().unwrap_err().to_string();
+        assert!(error.contains("leaves the bundle"), "{error}");
+    }
+
+    #[test]
+    fn the_embedded_sample_compiles() {
+        let files = BundleSource::Embedded.read().unwrap();
+        let bundle = super::super::Bundle::compile("embedded", &files).unwrap();
+        assert_eq!(bundle.revision, "sample-1");
+        assert!(bundle.warnings.is_empty(), "{:?}", bundle.warnings);
+    }
+}
