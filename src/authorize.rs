@@ -80,12 +80,20 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     };
     let mut context = query.context;
     fill_context(&mut context, &principal, entry, snapshot, query.resource);
-    let mut request = Request::new(principal, query.action, query.resource).map_err(request_error)?;
-    if !query.resource_account.is_empty() {
-        request = request
-            .with_resource_account(query.resource_account)
-            .map_err(|e| invalid("resource_account", e.to_string()))?;
-    }
+    // Without an explicit owner, a resource belongs to the account in its ARN or, for ARNs
+    // without one (S3), to the account this sidecar serves: never to the caller's own account,
+    // which would turn a cross-account request into a same-account one.
+    let owner = match query.resource_account {
+        "" => crate::policy::arn::Arn::parse(query.resource)
+            .map(|arn| arn.account)
+            .filter(|account| crate::eval::principal::is_account_id(account))
+            .unwrap_or(snapshot.bundle.account.as_str()),
+        explicit => explicit,
+    };
+    let request = Request::new(principal, query.action, query.resource)
+        .map_err(request_error)?
+        .with_resource_account(owner)
+        .map_err(|e| invalid("resource_account", e.to_string()))?;
     if let Some(reason) = entry.and_then(|e| e.unresolved.as_deref()) {
         return Ok(refuse(&request, reason.to_string()));
     }
@@ -98,7 +106,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
         None
     };
     let resource_policy = trust.or_else(|| bundle.resource_policy(query.resource).map(|p| &**p));
-    let resource_account = resource_account(&request, principal);
+    let resource_account = request.resource_account.as_deref();
     let policies = PolicySet {
         identity: entry.map_or(&[], |e| e.identity.as_slice()),
         resource: resource_policy,
@@ -173,6 +181,22 @@ fn refuse(request: &Request, reason: String) -> Answer {
     Answer { decision: Decision::ImplicitDeny, explanation: Some(explanation), refused: true }
 }
 
+/// Keys (and key prefixes) about the principal and the resource that only iamd may set: a
+/// caller's values for them are discarded before iamd fills in what it knows.
+const CALLER_CANNOT_CLAIM: &[&str] = &[
+    "aws:principaltag/",
+    "aws:resourcetag/",
+    "aws:username",
+    "aws:userid",
+    "aws:principalarn",
+    "aws:principalaccount",
+    "aws:principaltype",
+    "aws:principalservicename",
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "aws:principalisawsservice",
+];
+
 /// Context keys iamd knows better than the caller: who the principal is, its tags, and the
 /// resource's tags. They replace whatever the caller sent under the same keys.
 fn fill_context(
@@ -182,8 +206,9 @@ fn fill_context(
     snapshot: &Snapshot,
     resource: &str,
 ) {
-    context.remove_prefix("aws:principaltag/");
-    context.remove_prefix("aws:resourcetag/");
+    for key in CALLER_CANNOT_CLAIM {
+        context.remove_prefix(key);
+    }
     if let Some(account) = principal.account() {
         context.insert("aws:PrincipalAccount", [account]);
     }
@@ -237,13 +262,4 @@ fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate:
     let entry =
         snapshot.directory.principals.get(lookup_key(EntityKind::Role, arn.account, name).as_str())?;
     (entry.arn == resource).then_some(entry.trust.as_deref()).flatten()
-}
-
-fn resource_account<'r>(request: &'r Request, principal: &'r Principal) -> Option<&'r str> {
-    request.resource_account.as_deref().or_else(|| {
-        crate::policy::arn::Arn::parse(request.resource())
-            .map(|arn| arn.account)
-            .filter(|a| !a.is_empty())
-            .or_else(|| principal.account())
-    })
 }

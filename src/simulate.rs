@@ -13,7 +13,10 @@ use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::eval::{self, Context, Decision, Explanation, PolicySet, Principal, Request};
 use crate::policy::{self, Policy, PolicyError, PolicyKind};
@@ -77,14 +80,14 @@ pub fn run(input: impl BufRead, mut output: impl Write, explain: bool) -> io::Re
 /// Decides one case given as a line of JSON. Never fails: a bad case is an outcome with an
 /// error and no decision.
 pub fn run_case(line: &str, explain: bool) -> Outcome {
-    let value: Value = match serde_json::from_str(line) {
-        Ok(value) => value,
+    // Fields are kept as raw text so that each policy is compiled from its own text: parsing it
+    // into a `Value` first would silently merge duplicate keys, which AWS rejects.
+    let case: Fields<'_> = match serde_json::from_str(line) {
+        Ok(case) => case,
+        Err(e) if e.is_data() => return failed(Value::Null, "case must be a JSON object".into()),
         Err(e) => return failed(Value::Null, format!("case is not valid JSON: {e}")),
     };
-    let Value::Object(case) = value else {
-        return failed(Value::Null, "case must be a JSON object".into());
-    };
-    let id = case.get("id").cloned().unwrap_or(Value::Null);
+    let id = case.get("id").and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or(Value::Null);
     match Case::read(&case) {
         Ok(case) => {
             let policies = case.policy_set();
@@ -126,38 +129,39 @@ pub struct Case {
 
 impl Case {
     /// Reads a case object; the error names the field and what was expected.
-    pub fn read(case: &Map<String, Value>) -> Result<Case, String> {
+    pub fn read(case: &Fields<'_>) -> Result<Case, String> {
         for key in case.keys() {
             if !FIELDS.contains(&key.as_str()) && !NOTE_FIELDS.contains(&key.as_str()) {
                 return Err(format!("unknown field `{key}`: expected one of {}", FIELDS.join(", ")));
             }
         }
         let principal = required_string(case, "principal")?;
-        let principal = Principal::parse(principal).map_err(|e| format!("`principal`: {e}"))?;
+        let principal = Principal::parse(&principal).map_err(|e| format!("`principal`: {e}"))?;
         let action = required_string(case, "action")?;
         let resource = required_string(case, "resource")?;
-        let mut request = Request::new(principal, action, resource).map_err(|e| e.to_string())?;
-        match case.get("resource_account") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(account)) => {
-                request =
-                    request.with_resource_account(account).map_err(|e| format!("`resource_account`: {e}"))?;
+        let mut request = Request::new(principal, &action, &resource).map_err(|e| e.to_string())?;
+        match value(case, "resource_account")? {
+            Value::Null => {}
+            Value::String(account) => {
+                request = request
+                    .with_resource_account(&account)
+                    .map_err(|e| format!("`resource_account`: {e}"))?;
             }
-            Some(_) => return Err("`resource_account` must be a 12-digit account id string or null".into()),
+            _ => return Err("`resource_account` must be a 12-digit account id string or null".into()),
         }
-        if let Some(context) = case.get("context").filter(|v| !v.is_null()) {
-            request = request.with_context(read_context(context)?);
+        let context = value(case, "context")?;
+        if !context.is_null() {
+            request = request.with_context(read_context(&context)?);
         }
-        let identity = match case.get("identity_policies") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list
+        let identity = match list(case, "identity_policies")? {
+            None => Vec::new(),
+            Some(list) => list
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
                     compile(&format!("identity_policies[{i}]"), p, PolicyKind::Identity).map(Arc::new)
                 })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err("`identity_policies` must be an array of policies".into()),
         };
         Ok(Case {
             identity,
@@ -182,11 +186,33 @@ impl Case {
     }
 }
 
-fn required_string<'a>(case: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
+/// A case's fields as raw JSON text.
+pub type Fields<'a> = BTreeMap<String, &'a RawValue>;
+
+/// A field read as a JSON value; a missing field is `null`.
+fn value(case: &Fields<'_>, field: &str) -> Result<Value, String> {
     match case.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("`{field}` must be a string")),
-        None => Err(format!("missing field `{field}`")),
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("`{field}`: {e}")),
+        None => Ok(Value::Null),
+    }
+}
+
+/// A field that is `null`, missing, or an array of raw values.
+fn list<'a>(case: &Fields<'a>, field: &str) -> Result<Option<Vec<&'a RawValue>>, String> {
+    match case.get(field) {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => {
+            serde_json::from_str(raw.get()).map(Some).map_err(|_| format!("`{field}` must be an array"))
+        }
+    }
+}
+
+fn required_string(case: &Fields<'_>, field: &str) -> Result<String, String> {
+    match value(case, field)? {
+        Value::String(s) => Ok(s),
+        Value::Null if !case.contains_key(field) => Err(format!("missing field `{field}`")),
+        _ => Err(format!("`{field}` must be a string")),
     }
 }
 
@@ -213,8 +239,8 @@ fn read_context(value: &Value) -> Result<Context, String> {
     Ok(context)
 }
 
-fn compile(name: &str, value: &Value, kind: PolicyKind) -> Result<Policy, String> {
-    policy::parse_value(name, value, kind).map(|parsed| parsed.policy).map_err(|e| describe(name, &e))
+fn compile(name: &str, raw: &RawValue, kind: PolicyKind) -> Result<Policy, String> {
+    policy::parse(name, raw.get(), kind).map(|parsed| parsed.policy).map_err(|e| describe(name, &e))
 }
 
 /// A policy error in a case: the JSON path inside the policy rather than a line number, since
@@ -230,39 +256,31 @@ fn describe(name: &str, error: &PolicyError) -> String {
     format!("`{name}` is not a valid policy: {}", messages.join("; "))
 }
 
-fn optional_policy(
-    case: &Map<String, Value>,
-    field: &str,
-    kind: PolicyKind,
-) -> Result<Option<Policy>, String> {
+fn optional_policy(case: &Fields<'_>, field: &str, kind: PolicyKind) -> Result<Option<Policy>, String> {
     match case.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => compile(field, value, kind).map(Some),
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => compile(field, raw, kind).map(Some),
     }
 }
 
-fn levels(
-    case: &Map<String, Value>,
-    field: &str,
-    kind: PolicyKind,
-) -> Result<Option<Vec<Vec<Arc<Policy>>>>, String> {
+fn levels(case: &Fields<'_>, field: &str, kind: PolicyKind) -> Result<Option<Vec<Vec<Arc<Policy>>>>, String> {
     let shape =
         || format!("`{field}` must be null or an array of levels (root first), each an array of policies");
-    match case.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(levels)) => levels
-            .iter()
-            .enumerate()
-            .map(|(level, policies)| match policies {
-                Value::Array(policies) => policies
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| compile(&format!("{field}[{level}][{i}]"), p, kind).map(Arc::new))
-                    .collect(),
-                _ => Err(shape()),
-            })
-            .collect::<Result<_, _>>()
-            .map(Some),
-        Some(_) => Err(shape()),
-    }
+    let Some(levels) = list(case, field).map_err(|_| shape())? else {
+        return Ok(None);
+    };
+    levels
+        .iter()
+        .enumerate()
+        .map(|(level, raw)| {
+            let policies: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| shape())?;
+            policies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| compile(&format!("{field}[{level}][{i}]"), p, kind).map(Arc::new))
+                .collect()
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }

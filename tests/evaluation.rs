@@ -300,3 +300,36 @@ fn bad_cases_report_errors_and_never_decide() {
     }
     assert!(run_case("{not json", false).error.unwrap().contains("not valid JSON"));
 }
+
+#[test]
+fn trust_and_key_policies_must_exist_to_allow() {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let kms = with(base(ALICE, "kms:Decrypt", key), "identity_policies", json!([allow("kms:*", "*")]));
+    assert_eq!(decide(kms), ImplicitDeny, "no key policy: nothing grants the key");
+    let role = "arn:aws:iam::111122223333:role/Deploy";
+    let assume =
+        with(base(ALICE, "sts:AssumeRole", role), "identity_policies", json!([allow("sts:AssumeRole", "*")]));
+    assert_eq!(decide(assume), ImplicitDeny, "no trust policy: nobody can assume the role");
+}
+
+#[test]
+fn not_principal_with_allow_and_duplicate_keys_are_rejected() {
+    let allow_everyone_else = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::111122223333:user/bob"}, "Action": "s3:*", "Resource": "*"}]});
+    let outcome = run_case(
+        &with(base("anonymous", "s3:GetObject", BUCKET_KEY), "resource_policy", allow_everyone_else)
+            .to_string(),
+        false,
+    );
+    assert_eq!(outcome.decision, None);
+    assert!(outcome.error.unwrap().contains("`NotPrincipal` can only be used with"));
+
+    let line = format!(
+        r#"{{"id": "dup", "principal": "{ALICE}", "action": "s3:GetObject", "resource": "{BUCKET_KEY}",
+           "identity_policies": [{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}}}}]}}"#
+    )
+    .replace('\n', " ");
+    let outcome = run_case(&line, false);
+    assert_eq!(outcome.decision, None, "a duplicated Effect must never be resolved by picking one");
+    assert!(outcome.error.unwrap().contains("`Effect` appears more than once"));
+}

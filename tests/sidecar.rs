@@ -177,6 +177,58 @@ async fn admin_writes_are_seen_by_the_next_decision() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_cannot_claim_identity_keys_or_another_account() {
+    let data = temp_dir();
+    let bundle = temp_dir();
+    write_bundle(bundle.path(), &[
+        ("manifest.json", format!("{{\"revision\": \"r1\", \"account\": \"{ACCOUNT}\"}}")),
+        ("policies/S3.json", r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}"#.into()),
+        ("resource-policies/reports.json", r#"{"resources": ["arn:aws:s3:::reports/*"], "policy": {"Version": "2012-10-17", "Statement": {
+            "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalAccount": "111122223333"}}}}}"#.into()),
+    ]);
+    let sidecar = Sidecar::start(data.path(), Some(bundle.path()), &["--no-audit"]);
+    let mut authorizer = sidecar.authorizer().await;
+    let mut spoofed = request("anonymous", "s3:GetObject", "arn:aws:s3:::reports/x");
+    spoofed.context.insert("aws:PrincipalAccount".into(), string(ACCOUNT));
+    assert_eq!(decision(&authorizer.authorize(spoofed).await.unwrap().into_inner()), Decision::ImplicitDeny);
+
+    // bob belongs to another account: the bucket (no account in its ARN) is the sidecar's, so
+    // his own s3:* is not enough without a grant from the bucket policy to his account.
+    let mut admin = sidecar.admin().await;
+    admin
+        .create_user(proto::CreateUserRequest {
+            user_name: "bob".into(),
+            account_id: "444455556666".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .attach_user_policy(proto::AttachmentRequest {
+            name: "bob".into(),
+            policy_arn: "arn:aws:iam::111122223333:policy/S3".into(),
+            account_id: "444455556666".into(),
+        })
+        .await
+        .unwrap();
+    let bob = "arn:aws:iam::444455556666:user/bob";
+    assert_eq!(
+        decision(
+            &authorizer
+                .authorize(request(bob, "s3:PutObject", "arn:aws:s3:::reports/x"))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        Decision::ImplicitDeny
+    );
+    let mut own = request(bob, "s3:PutObject", "arn:aws:s3:::bobs-bucket/x");
+    own.resource_account = "444455556666".into();
+    assert_eq!(decision(&authorizer.authorize(own).await.unwrap().into_inner()), Decision::Allow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_errors_carry_aws_codes() {
     let data = temp_dir();
     let sidecar = Sidecar::start(data.path(), None, &["--no-audit"]);

@@ -29,7 +29,7 @@ use serde::Deserialize;
 pub use source::{BundleSource, MAX_BUNDLE_BYTES, digest as source_digest};
 
 use crate::eval::principal::is_account_id;
-use crate::policy::{self, Policy, PolicyKind, Severity};
+use crate::policy::{self, LineIndex, Policy, PolicyKind, Severity};
 
 /// Policies of the organisation, one list per level of an account's path (root first, the
 /// account itself last).
@@ -88,9 +88,10 @@ struct Manifest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResourcePolicyFile {
+struct ResourcePolicyFile<'a> {
     resources: Vec<String>,
-    policy: serde_json::Value,
+    #[serde(borrow)]
+    policy: &'a serde_json::value::RawValue,
 }
 
 #[derive(Deserialize)]
@@ -139,38 +140,45 @@ impl Bundle {
         };
         let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
 
-        let mut compile_file =
-            |file: &str, name: &str, text: &str, kind: PolicyKind, errors: &mut Vec<BundleError>| {
-                match policy::parse(name, text, kind) {
-                    Ok(parsed) => {
-                        warnings.extend(
-                            parsed
-                                .warnings
-                                .iter()
-                                .map(|w| format!("{file}:{}:{}: warning: {}", w.line, w.column, w.message)),
-                        );
-                        Some(Arc::new(parsed.policy))
-                    }
-                    Err(e) => {
-                        errors.extend(e.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(
-                            |d| BundleError {
-                                file: file.to_string(),
-                                line: d.line,
-                                column: d.column,
-                                message: format!(
-                                        "{}{}",
-                                        d.message,
-                                        d.statement
-                                            .as_ref()
-                                            .map(|s| format!(" (statement {s}, at `{}`)", d.path))
-                                            .unwrap_or_default()
-                                    ),
-                            },
-                        ));
-                        None
-                    }
-                }
+        // `start` is where the policy's text begins in its file (line, column), for policies
+        // embedded in a larger document.
+        let mut compile_file = |file: &str,
+                                name: &str,
+                                text: &str,
+                                start: (usize, usize),
+                                kind: PolicyKind,
+                                errors: &mut Vec<BundleError>| {
+            let position = |line: usize, column: usize| {
+                (start.0 + line - 1, if line == 1 { start.1 + column - 1 } else { column })
             };
+            match policy::parse(name, text, kind) {
+                Ok(parsed) => {
+                    warnings.extend(parsed.warnings.iter().map(|w| {
+                        let (line, column) = position(w.line, w.column);
+                        format!("{file}:{line}:{column}: warning: {}", w.message)
+                    }));
+                    Some(Arc::new(parsed.policy))
+                }
+                Err(e) => {
+                    errors.extend(e.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(|d| {
+                        BundleError {
+                            file: file.to_string(),
+                            line: position(d.line, d.column).0,
+                            column: position(d.line, d.column).1,
+                            message: format!(
+                                "{}{}",
+                                d.message,
+                                d.statement
+                                    .as_ref()
+                                    .map(|s| format!(" (statement {s}, at `{}`)", d.path))
+                                    .unwrap_or_default()
+                            ),
+                        }
+                    }));
+                    None
+                }
+            }
+        };
 
         let mut managed: HashMap<String, Arc<Policy>> = builtin::aws_managed();
         let mut scp_documents: HashMap<String, Arc<Policy>> = builtin::scps();
@@ -192,17 +200,18 @@ impl Bundle {
                 },
                 ("policies", Some(name)) if valid_policy_name(name) => {
                     let arn = format!("arn:aws:iam::{account}:policy/{name}");
-                    if let Some(p) = compile_file(file, &arn, text, PolicyKind::Identity, &mut errors) {
+                    if let Some(p) = compile_file(file, &arn, text, (1, 1), PolicyKind::Identity, &mut errors)
+                    {
                         managed.insert(arn, p);
                     }
                 }
                 ("scps", Some(name)) if valid_policy_name(name) => {
-                    if let Some(p) = compile_file(file, name, text, PolicyKind::Scp, &mut errors) {
+                    if let Some(p) = compile_file(file, name, text, (1, 1), PolicyKind::Scp, &mut errors) {
                         scp_documents.insert(name.to_string(), p);
                     }
                 }
                 ("rcps", Some(name)) if valid_policy_name(name) => {
-                    if let Some(p) = compile_file(file, name, text, PolicyKind::Rcp, &mut errors) {
+                    if let Some(p) = compile_file(file, name, text, (1, 1), PolicyKind::Rcp, &mut errors) {
                         rcp_documents.insert(name.to_string(), p);
                     }
                 }
@@ -217,9 +226,13 @@ impl Bundle {
                     if parsed.resources.is_empty() {
                         errors.push(error(file, "`resources` is empty: list the ARNs this policy protects"));
                     }
-                    let policy_text = serde_json::to_string_pretty(&parsed.policy).unwrap_or_default();
+                    // The policy is compiled from its own text, so that duplicate keys are seen
+                    // and positions point into the file.
+                    let policy_text = parsed.policy.get();
+                    let start =
+                        LineIndex::new(text).position(policy_text.as_ptr() as usize - text.as_ptr() as usize);
                     let Some(policy) =
-                        compile_file(file, name, &policy_text, PolicyKind::Resource, &mut errors)
+                        compile_file(file, name, policy_text, start, PolicyKind::Resource, &mut errors)
                     else {
                         continue;
                     };
@@ -425,6 +438,21 @@ mod tests {
         assert_eq!(bundle.scps("111122223333").unwrap().len(), 3);
         assert_eq!(bundle.scps("111122223333").unwrap()[2].len(), 2);
         assert!(bundle.rcps("111122223333").is_none());
+    }
+
+    #[test]
+    fn embedded_resource_policies_keep_duplicate_keys_and_positions() {
+        let errors = Bundle::compile("test", &files(&[
+            ("manifest.json", MANIFEST),
+            ("resource-policies/r.json", "{\"resources\": [\"arn:aws:s3:::r/*\"],\n \"policy\": {\"Statement\": {\"Effect\": \"Deny\", \"Effect\": \"Allow\",\n   \"Principal\": \"*\", \"Action\": \"s3:*\", \"Resource\": \"*\"}}}"),
+        ]))
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.starts_with("resource-policies/r.json:2:45: `Effect` appears more than once")),
+            "{text:#?}"
+        );
     }
 
     #[test]

@@ -180,7 +180,8 @@ impl<'r, 'm> Evaluation<'r, 'm> {
             };
         }
 
-        let resource_must_allow = policies.resource.is_some() && self.is_trust_or_key_policy();
+        // Without its trust policy or key policy, nothing grants access to a role or a key.
+        let resource_must_allow = self.is_trust_or_key_policy();
         let capped_by_session = if !boundary_allows {
             Some(Layer::PermissionsBoundary)
         } else if !session_allows {

@@ -877,14 +877,21 @@ fn members<'s>(
 /// Fills `state` from a stored or imported document, compiling every inline policy.
 fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamError> {
     for user in document.users {
+        validate::name(NameKind::User, &user.name)?;
+        validate::path(&user.path)?;
         let inline = compile_inline(&user.arn(), &user.inline)?;
         state.users.insert(key(&user.account, &user.name), Compiled { record: user, inline });
     }
     for group in document.groups {
+        validate::name(NameKind::Group, &group.name)?;
+        validate::path(&group.path)?;
         let inline = compile_inline(&group.arn(), &group.inline)?;
         state.groups.insert(key(&group.account, &group.name), Compiled { record: group, inline });
     }
     for role in document.roles {
+        validate::name(NameKind::Role, &role.name)?;
+        validate::path(&role.path)?;
+        check_trust_policy(&role.trust_policy)?;
         let inline = compile_inline(&role.arn(), &role.inline)?;
         state.roles.insert(key(&role.account, &role.name), Compiled { record: role, inline });
     }
@@ -1020,11 +1027,19 @@ fn resolve_role(state: &State, role: &Compiled<Role>) -> Arc<PrincipalEntry> {
     let mut missing = Vec::new();
     attach(state, &record.attached, &mut identity, &mut missing);
     let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
-    // Trust policies were validated before they were stored.
-    let trust =
-        policy::parse(&format!("{}/trust-policy", record.arn()), &record.trust_policy, PolicyKind::Trust)
-            .ok()
-            .map(|parsed| Arc::new(parsed.policy));
+    // Trust policies are validated before they are stored or imported; should one still fail,
+    // the role is unusable rather than open.
+    let trust = match policy::parse(
+        &format!("{}/trust-policy", record.arn()),
+        &record.trust_policy,
+        PolicyKind::Trust,
+    ) {
+        Ok(parsed) => Some(Arc::new(parsed.policy)),
+        Err(e) => {
+            missing.push(format!("trust policy ({e})"));
+            None
+        }
+    };
     Arc::new(PrincipalEntry {
         kind: EntityKind::Role,
         trust,

@@ -15,5 +15,6 @@ mod validate;
 pub use ast::{
     ActionMatch, ActionPattern, Effect, Policy, PolicyKind, PrincipalMatch, ResourceMatch, Statement, Version,
 };
+pub(crate) use diagnostic::LineIndex;
 pub use diagnostic::{Diagnostic, PolicyError, Severity};
 pub use parser::{MAX_DEPTH, MAX_POLICY_BYTES, Parsed, parse, parse_value};

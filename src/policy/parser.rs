@@ -381,6 +381,17 @@ impl<'a> Parser<'a> {
         };
 
         let principal = self.principal_element(object, path);
+        if principal.as_ref().is_some_and(|p| p.negated) {
+            let node = object.get("NotPrincipal").map_or(object.range(), |p| p.range());
+            if self.kind == PolicyKind::Trust {
+                self.error("not-principal-not-allowed", &node, &join(path, "NotPrincipal"),
+                    "`NotPrincipal` cannot be used in a role trust policy: name the trusted principals with `Principal`");
+            } else if effect == Some(Effect::Allow) {
+                self.error("not-principal-with-allow", &node, &join(path, "NotPrincipal"),
+                    "`NotPrincipal` can only be used with \"Effect\": \"Deny\": an `Allow` with it would grant \
+                     everyone else, anonymous callers included; name the principals with `Principal` instead");
+            }
+        }
         let action = self.action_element(object, path);
         let resource = self.resource_element(object, path);
         let mut conditions = match object.get("Condition") {
