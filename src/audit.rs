@@ -68,10 +68,10 @@ impl Audit {
         }
         let file = open(&config.path)?;
         let (sender, receiver) = sync_channel(config.buffer.max(1));
-        let count = written.clone();
+        let counters = (written.clone(), dropped.clone());
         let writer = std::thread::Builder::new()
             .name("iamd-audit".into())
-            .spawn(move || write_loop(receiver, file, config, count))?;
+            .spawn(move || write_loop(receiver, file, config, counters))?;
         Ok(Audit { sender: Some(sender), dropped, written, writer: Some(writer) })
     }
 
@@ -128,12 +128,16 @@ fn open(path: &Path) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?))
 }
 
+/// Counts of records written and lost.
+type Counters = (Arc<AtomicU64>, Arc<AtomicU64>);
+
 fn write_loop(
     receiver: Receiver<Message>,
     mut file: BufWriter<File>,
     config: AuditConfig,
-    written: Arc<AtomicU64>,
+    counters: Counters,
 ) {
+    let (written, dropped) = counters;
     let mut size = std::fs::metadata(&config.path).map(|m| m.len()).unwrap_or(0);
     loop {
         // Block for one record, then drain what else is queued before flushing.
@@ -156,6 +160,7 @@ fn write_loop(
             };
             line.push(b'\n');
             if file.write_all(&line).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %config.path.display(), "cannot write the audit log; records are lost until it is writable");
                 continue;
             }

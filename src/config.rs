@@ -70,7 +70,7 @@ pub struct LogFile {
 pub enum ConfigError {
     #[error("cannot read the configuration file `{path}`: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("configuration file `{path}` is invalid: {message}")]
+    #[error("configuration `{path}` is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use iamd::policy::{self, Diagnostic, PolicyKind, Severity};
 
 #[derive(Parser)]
@@ -88,7 +88,18 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    // The admin subcommand's name, for error messages worded like the aws CLI's.
+    let operation = matches
+        .subcommand_matches("admin")
+        .and_then(|admin| admin.subcommand_name())
+        .unwrap_or_default()
+        .to_string();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    match run(cli, &operation) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("iamd: error: {error:#}");
@@ -97,7 +108,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// `list-users` is the aws CLI's name of the `ListUsers` operation.
+fn aws_operation(command: &str) -> String {
+    command
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn run(cli: Cli, operation: &str) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => cli::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => client(|| cli::check(args)).map(|output| {
@@ -105,8 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }),
         Command::Admin(args) => {
-            let operation = std::env::args().skip_while(|a| a != "admin").nth(1).unwrap_or_default();
-            let operation = operation.split('-').map(|w| w[..1].to_uppercase() + &w[1..]).collect::<String>();
+            let operation = aws_operation(operation);
             match client(|| cli::admin::run(args)) {
                 Ok(output) => {
                     if let Some(output) = output {

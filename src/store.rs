@@ -34,8 +34,15 @@ pub enum StoreError {
          restore it from an export (`iamd admin import`) or a backup"
     )]
     Corrupt { key: String, message: String },
-    #[error("storage error: {0}")]
+    #[error("storage error: {0}; check that the data directory's disk is writable and not full")]
     Io(#[from] sled::Error),
+    /// The change was written but the flush to disk failed: it is applied, but may not survive
+    /// a crash.
+    #[error(
+        "the change was applied but could not be flushed to disk ({0}); it may not survive a \
+         crash: check that the data directory's disk is writable and not full"
+    )]
+    NotFlushed(sled::Error),
 }
 
 /// One change to the stored state.
@@ -122,7 +129,10 @@ impl Store {
 
     /// Applies `writes` atomically and durably: all or none, flushed before returning.
     pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        self.commit(sled::Batch::default(), writes)
+    }
+
+    fn commit(&self, mut batch: sled::Batch, writes: &[Write]) -> Result<(), StoreError> {
         for write in writes {
             match write {
                 Write::PutUser(user) => {
@@ -144,11 +154,12 @@ impl Store {
             }
         }
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        self.db.flush().map_err(StoreError::NotFlushed)?;
         Ok(())
     }
 
-    /// Removes every record (for `import`), atomically with the writes that replace them.
+    /// Removes every record (for `import`) in the same atomic batch as the writes that replace
+    /// them.
     pub fn replace_all(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for prefix in ["user/", "group/", "role/", "rtag/"] {
@@ -156,8 +167,7 @@ impl Store {
                 batch.remove(key?);
             }
         }
-        self.db.apply_batch(batch)?;
-        self.apply(writes)
+        self.commit(batch, writes)
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {

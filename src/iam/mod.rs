@@ -65,6 +65,10 @@ fn storage(e: StoreError) -> IamError {
     IamError::ServiceFailure(e.to_string())
 }
 
+fn not_changed(e: StoreError) -> IamError {
+    IamError::ServiceFailure(format!("nothing was changed: {e}"))
+}
+
 fn compile_inline(owner: &str, inline: &BTreeMap<String, String>) -> Result<Vec<Arc<Policy>>, IamError> {
     inline
         .iter()
@@ -131,24 +135,7 @@ impl Iam {
     pub fn publish_bundle(&self, bundle: Arc<Bundle>) {
         let mut state = self.lock();
         state.bundle = Some(bundle);
-        let mut directory = Directory::default();
-        for user in state.users.values() {
-            let entry = resolve_user(&state, user);
-            directory
-                .principals
-                .insert(principal_key(EntityKind::User, &user.record.account, &user.record.name), entry);
-        }
-        for role in state.roles.values() {
-            let entry = resolve_role(&state, role);
-            directory
-                .principals
-                .insert(principal_key(EntityKind::Role, &role.record.account, &role.record.name), entry);
-        }
-        for (arn, tags) in &state.resource_tags {
-            directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
-        }
-        state.directory = directory;
-        publish(&mut state, &self.snapshot);
+        rebuild(&mut state, &self.snapshot);
     }
 
     pub fn counts(&self) -> Counts {
@@ -161,14 +148,21 @@ impl Iam {
         }
     }
 
-    /// Stores `writes`, then applies them in memory and publishes.
+    /// Stores `writes`, then applies them in memory and publishes. A write that reached the
+    /// store but not the disk is applied too (memory must match what a restart will read) and
+    /// reported as a failure.
     fn commit(&self, state: &mut State, writes: Vec<Write>) -> Result<(), IamError> {
-        self.store.apply(&writes).map_err(storage)?;
+        let stored = self.store.apply(&writes);
+        if let Err(e) = &stored
+            && !matches!(e, StoreError::NotFlushed(_))
+        {
+            return Err(IamError::ServiceFailure(e.to_string()));
+        }
         for write in writes {
             apply(state, write);
         }
         publish(state, &self.snapshot);
-        Ok(())
+        stored.map_err(storage)
     }
 
     fn managed_policy_exists(state: &State, arn: &str) -> bool {
@@ -721,7 +715,7 @@ impl Iam {
             .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
             .collect();
         let mut state = self.lock();
-        self.store.replace_all(&writes).map_err(storage)?;
+        self.store.replace_all(&writes).map_err(not_changed)?;
         let counts = Counts {
             users: fresh.users.len(),
             groups: fresh.groups.len(),
@@ -731,11 +725,7 @@ impl Iam {
         fresh.bundle = state.bundle.take();
         fresh.generation = state.generation;
         *state = fresh;
-        let bundle = state.bundle.clone();
-        drop(state);
-        if let Some(bundle) = bundle {
-            self.publish_bundle(bundle);
-        }
+        rebuild(&mut state, &self.snapshot);
         Ok(counts)
     }
 
@@ -954,6 +944,28 @@ fn apply(state: &mut State, write: Write) {
             state.resource_tags.remove(&arn);
         }
     }
+}
+
+/// Resolves every principal against the current bundle into a new directory and publishes it.
+fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
+    let mut directory = Directory::default();
+    for user in state.users.values() {
+        let entry = resolve_user(state, user);
+        directory
+            .principals
+            .insert(principal_key(EntityKind::User, &user.record.account, &user.record.name), entry);
+    }
+    for role in state.roles.values() {
+        let entry = resolve_role(state, role);
+        directory
+            .principals
+            .insert(principal_key(EntityKind::Role, &role.record.account, &role.record.name), entry);
+    }
+    for (arn, tags) in &state.resource_tags {
+        directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
+    }
+    state.directory = directory;
+    publish(state, snapshot);
 }
 
 fn publish(state: &mut State, snapshot: &SharedSnapshot) {

@@ -34,6 +34,34 @@ impl<'a> Arn<'a> {
     }
 }
 
+/// Splits a pattern into its five segments after `arn:`, ignoring colons inside `${...}` (a
+/// variable such as `${aws:PrincipalAccount}` can stand for a whole segment).
+fn split_segments(text: &str, variables: bool) -> Option<[&str; 5]> {
+    let rest = text.strip_prefix("arn:")?;
+    let mut segments = [""; 5];
+    let mut start = 0;
+    let mut found = 0;
+    let mut in_variable = false;
+    let bytes = rest.as_bytes();
+    for (at, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'{' if variables && at > 0 && bytes[at - 1] == b'$' => in_variable = true,
+            b'}' if in_variable => in_variable = false,
+            b':' if !in_variable && found < 4 => {
+                segments[found] = &rest[start..at];
+                found += 1;
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    if found < 4 {
+        return None;
+    }
+    segments[4] = &rest[start..];
+    (!segments[0].is_empty() && !segments[1].is_empty()).then_some(segments)
+}
+
 /// A compiled `Resource` / `NotResource` / `ArnLike` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ArnPattern {
@@ -58,7 +86,15 @@ impl ArnPattern {
         if text == "*" {
             return Ok(ArnPattern::Any);
         }
-        let arn = Arn::parse(text).ok_or_else(|| ArnPatternError::NotAnArn(text.to_string()))?;
+        let segments =
+            split_segments(text, variables).ok_or_else(|| ArnPatternError::NotAnArn(text.to_string()))?;
+        let arn = Arn {
+            partition: segments[0],
+            service: segments[1],
+            region: segments[2],
+            account: segments[3],
+            resource: segments[4],
+        };
         let syntax = Syntax { wildcards: true, variables, lowercase: false };
         let segment = |s: &str| Pattern::parse(s, syntax);
         Ok(ArnPattern::Segments(Box::new([
@@ -135,6 +171,15 @@ mod tests {
         assert!(!matches("arn:aws:s3:::*", "*"));
         assert!(matches("*", "*"));
         assert!(matches("arn:aws:iam::*:role/app-??", "arn:aws:iam::111122223333:role/app-01"));
+    }
+
+    #[test]
+    fn variables_can_fill_a_segment() {
+        let pattern = ArnPattern::parse("arn:aws:ec2:*:${aws:PrincipalAccount}:instance/*", true).unwrap();
+        let mut context = Context::default();
+        context.insert("aws:PrincipalAccount", ["111122223333"]);
+        assert!(pattern.matches("arn:aws:ec2:us-east-1:111122223333:instance/i-1", None, &context));
+        assert!(!pattern.matches("arn:aws:ec2:us-east-1:444455556666:instance/i-1", None, &context));
     }
 
     #[test]

@@ -70,14 +70,17 @@ impl fmt::Display for PolicyError {
     }
 }
 
-/// Converts byte offsets to 1-based line and column numbers.
+/// Converts byte offsets to 1-based line and column numbers. Line starts are found once, so
+/// a policy with many errors costs a bisection per error, not a scan of the text.
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
+    line_starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        LineIndex { text }
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect();
+        LineIndex { text, line_starts }
     }
 
     pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
@@ -85,10 +88,9 @@ impl<'a> LineIndex<'a> {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
-        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         (line, column)
     }
 }

@@ -27,6 +27,8 @@ use crate::policy::arn::Arn;
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 /// Deepest JSON nesting accepted.
 pub const MAX_DEPTH: usize = 64;
+/// Diagnostics kept for one policy.
+const MAX_DIAGNOSTICS: usize = 100;
 
 const POLICY_ELEMENTS: &[&str] = &["Version", "Id", "Statement"];
 const STATEMENT_ELEMENTS: &[&str] = &[
@@ -106,6 +108,10 @@ impl<'a> Parser<'a> {
         path: &str,
         message: impl Into<String>,
     ) {
+        // A hostile policy can hold thousands of errors; the first ones are enough to act on.
+        if self.diagnostics.len() >= MAX_DIAGNOSTICS {
+            return;
+        }
         let (line, column) = self.lines.position(node.range().start);
         self.diagnostics.push(Diagnostic {
             severity,

@@ -98,7 +98,18 @@ fn value_text(key: &str, value: proto::ContextValue) -> Result<String, InvalidFi
         message: format!("a value of `{key}` is empty: set one of its kinds"),
     };
     Ok(match value.kind.ok_or_else(missing)? {
-        Kind::String(s) | Kind::Ip(s) => s,
+        Kind::String(s) => s,
+        // A typed address that does not parse would match no `IpAddress` condition and could
+        // switch off a `Deny`: refuse it instead.
+        Kind::Ip(s) => match crate::policy::condition::parse_ip(&s) {
+            Some(_) => s,
+            None => {
+                return Err(InvalidField {
+                    field: "context",
+                    message: format!("`{key}` value `{s}` is not an IPv4 or IPv6 address"),
+                });
+            }
+        },
         Kind::Bool(b) => b.to_string(),
         Kind::Integer(i) => i.to_string(),
         Kind::Number(n) => n.to_string(),

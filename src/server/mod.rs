@@ -122,7 +122,7 @@ impl Core {
     /// Reads, compiles and publishes the bundle. On failure the last good snapshot keeps
     /// serving and the errors are returned, logged and kept for status.
     #[tracing::instrument(skip(self), fields(source = %self.source.describe()))]
-    pub async fn reload(&self) -> Result<(), Vec<String>> {
+    pub async fn reload(self: &Arc<Self>) -> Result<(), Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let source = self.source.clone();
         let current = self.snapshot.load().as_ref().map(|s| s.bundle.digest);
@@ -145,7 +145,11 @@ impl Core {
                 }
                 let revision = bundle.revision.clone();
                 let started = std::time::Instant::now();
-                self.iam.publish_bundle(Arc::new(bundle));
+                // Re-resolving every principal holds the identity lock for up to a second at
+                // large sizes: keep it off the async workers.
+                let iam = self.clone();
+                let bundle = Arc::new(bundle);
+                let _ = tokio::task::spawn_blocking(move || iam.iam.publish_bundle(bundle)).await;
                 self.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reload(true);
                 set_lock(&self.last_reload_errors, Vec::new());
@@ -326,12 +330,12 @@ pub async fn run(
     );
     ready(Bound { authorizer: authorizer_addr, admin: admin_addr });
     let (a, b) = tokio::join!(authorizer_server, admin_server);
-    a?;
-    b?;
-
+    // Flush whatever happened to the servers.
     tracing::info!("stopping: flushing the audit log and the store");
     core.audit.flush();
     core.iam.flush()?;
+    a?;
+    b?;
     Ok(())
 }
 
