@@ -140,6 +140,8 @@ impl Bundle {
         };
         let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
 
+        // One interner for the whole bundle: its policies share their literals.
+        let mut interner = policy::Interner::default();
         // `start` is where the policy's text begins in its file (line, column), for policies
         // embedded in a larger document.
         let mut compile_file = |file: &str,
@@ -151,7 +153,7 @@ impl Bundle {
             let position = |line: usize, column: usize| {
                 (start.0 + line - 1, if line == 1 { start.1 + column - 1 } else { column })
             };
-            match policy::parse(name, text, kind) {
+            match policy::parse_in(name, text, kind, &mut interner) {
                 Ok(parsed) => {
                     warnings.extend(parsed.warnings.iter().map(|w| {
                         let (line, column) = position(w.line, w.column);

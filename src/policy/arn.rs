@@ -5,6 +5,7 @@
 //! a pattern segment by segment, so a wildcard in the region cannot swallow the account; within
 //! the resource part `*` spans anything. Matching is case-sensitive.
 
+use super::intern::Interner;
 use super::pattern::{Pattern, PatternError, Syntax};
 use crate::eval::Context;
 
@@ -83,6 +84,15 @@ pub enum ArnPatternError {
 impl ArnPattern {
     /// Compiles a resource pattern; `variables` enables `${...}` (policy version 2012-10-17).
     pub fn parse(text: &str, variables: bool) -> Result<ArnPattern, ArnPatternError> {
+        ArnPattern::parse_in(text, variables, &mut Interner::default())
+    }
+
+    /// Compiles a resource pattern, sharing its strings through `interner`.
+    pub fn parse_in(
+        text: &str,
+        variables: bool,
+        interner: &mut Interner,
+    ) -> Result<ArnPattern, ArnPatternError> {
         if text == "*" {
             return Ok(ArnPattern::Any);
         }
@@ -96,7 +106,7 @@ impl ArnPattern {
             resource: segments[4],
         };
         let syntax = Syntax { wildcards: true, variables, lowercase: false };
-        let segment = |s: &str| Pattern::parse(s, syntax);
+        let mut segment = |s: &str| Pattern::parse_in(s, syntax, interner);
         Ok(ArnPattern::Segments(Box::new([
             segment(arn.partition)?,
             segment(arn.service)?,

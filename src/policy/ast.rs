@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::arn::ArnPattern;
 use super::condition::Condition;
@@ -128,7 +129,7 @@ pub struct PrincipalMatch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActionPattern {
     pub pattern: Pattern,
-    pub service: Option<Box<str>>,
+    pub service: Option<Arc<str>>,
 }
 
 /// `Action` or `NotAction`.

@@ -196,7 +196,7 @@ pub struct Condition {
     pub operator_name: Box<str>,
     pub key_name: Box<str>,
     /// Lower-cased, for lookups.
-    pub key: Box<str>,
+    pub key: std::sync::Arc<str>,
     pub values: Values,
 }
 

@@ -8,6 +8,7 @@ pub mod arn;
 mod ast;
 pub mod condition;
 mod diagnostic;
+mod intern;
 mod parser;
 pub mod pattern;
 mod validate;
@@ -17,4 +18,5 @@ pub use ast::{
 };
 pub(crate) use diagnostic::LineIndex;
 pub use diagnostic::{Diagnostic, PolicyError, Severity};
-pub use parser::{MAX_DEPTH, MAX_POLICY_BYTES, Parsed, parse, parse_value};
+pub use intern::Interner;
+pub use parser::{MAX_DEPTH, MAX_POLICY_BYTES, Parsed, parse, parse_in, parse_value};

@@ -18,6 +18,7 @@ use super::condition::{
     parse_number,
 };
 use super::diagnostic::{Diagnostic, LineIndex, PolicyError, Severity};
+use super::intern::Interner;
 use super::pattern::{Pattern, Syntax};
 use super::validate;
 use crate::eval::principal::{PrincipalId, is_account_id};
@@ -53,7 +54,19 @@ pub struct Parsed {
 /// Parses, validates and compiles `text` as a policy of `kind`. `name` identifies the policy in
 /// diagnostics and explanations (a file name, a policy ARN).
 pub fn parse(name: &str, text: &str, kind: PolicyKind) -> Result<Parsed, PolicyError> {
+    parse_in(name, text, kind, &mut Interner::default())
+}
+
+/// Like [`parse`], sharing the policy's strings with every policy compiled with `interner`
+/// (a bundle compiles all its policies with one).
+pub fn parse_in(
+    name: &str,
+    text: &str,
+    kind: PolicyKind,
+    interner: &mut Interner,
+) -> Result<Parsed, PolicyError> {
     let mut parser = Parser {
+        interner: std::mem::take(interner),
         name,
         kind,
         lines: LineIndex::new(text),
@@ -62,7 +75,8 @@ pub fn parse(name: &str, text: &str, kind: PolicyKind) -> Result<Parsed, PolicyE
         version: Version::V2008_10_17,
     };
     let policy = parser.policy(text);
-    let Parser { diagnostics, .. } = parser;
+    let Parser { diagnostics, interner: used, .. } = parser;
+    *interner = used;
     match policy {
         Some(policy) if !diagnostics.iter().any(|d| d.severity == Severity::Error) => {
             Ok(Parsed { policy, warnings: diagnostics })
@@ -97,6 +111,7 @@ pub(crate) struct Parser<'a> {
     /// The label of the statement being read, for diagnostics.
     statement: Option<String>,
     version: Version,
+    interner: Interner,
 }
 
 impl<'a> Parser<'a> {
@@ -621,7 +636,7 @@ impl<'a> Parser<'a> {
         let path = join(path, element);
         let mut patterns = Vec::new();
         for (text, node) in self.strings(&prop.value, &path, element) {
-            match action_pattern(&text) {
+            match action_pattern(&text, &mut self.interner) {
                 Some(pattern) => {
                     if self.kind == PolicyKind::Trust && !negated && !trust_action(&text) {
                         self.error(
@@ -691,7 +706,7 @@ impl<'a> Parser<'a> {
         let variables = self.version == Version::V2012_10_17;
         let mut patterns = Vec::new();
         for (text, node) in self.strings(&prop.value, &path, element) {
-            match ArnPattern::parse(&text, variables) {
+            match ArnPattern::parse_in(&text, variables, &mut self.interner) {
                 Ok(pattern) => patterns.push(pattern),
                 Err(ArnPatternError::NotAnArn(_)) => self.error(
                     "invalid-resource",
@@ -772,7 +787,7 @@ impl<'a> Parser<'a> {
                         operator,
                         operator_name: operator_name.into(),
                         key_name: key.into(),
-                        key: key.to_ascii_lowercase().into(),
+                        key: self.interner.intern(&key.to_ascii_lowercase()),
                         values,
                     });
                 }
@@ -856,7 +871,7 @@ impl<'a> Parser<'a> {
                     Syntax { wildcards: operator.test == Test::StringLike, variables, lowercase: false };
                 let mut patterns = Vec::new();
                 for (text, node) in &raw {
-                    match Pattern::parse(text, syntax) {
+                    match Pattern::parse_in(text, syntax, &mut self.interner) {
                         Ok(p) => patterns.push(p),
                         Err(e) => convert(self, false, node, &e.to_string(), text),
                     }
@@ -891,7 +906,7 @@ impl<'a> Parser<'a> {
             Test::Arn => {
                 let mut patterns = Vec::new();
                 for (text, node) in &raw {
-                    match ArnPattern::parse(text, variables) {
+                    match ArnPattern::parse_in(text, variables, &mut self.interner) {
                         Ok(p) => patterns.push(p),
                         Err(_) => convert(
                             self,
@@ -961,10 +976,13 @@ fn valid_condition_key(key: &str) -> bool {
 }
 
 /// Compiles an action pattern: `*`, or `service:action` with wildcards, case-insensitive.
-fn action_pattern(text: &str) -> Option<ActionPattern> {
+fn action_pattern(text: &str, interner: &mut Interner) -> Option<ActionPattern> {
     let syntax = Syntax { wildcards: true, variables: false, lowercase: true };
     if text == "*" {
-        return Some(ActionPattern { pattern: Pattern::parse("*", syntax).ok()?, service: None });
+        return Some(ActionPattern {
+            pattern: Pattern::parse_in("*", syntax, interner).ok()?,
+            service: None,
+        });
     }
     let (service, action) = text.split_once(':')?;
     let service_ok = !service.is_empty()
@@ -973,9 +991,12 @@ fn action_pattern(text: &str) -> Option<ActionPattern> {
     if !service_ok || !action_ok {
         return None;
     }
-    let pattern = Pattern::parse(text, syntax).ok()?;
+    let pattern = Pattern::parse_in(text, syntax, interner).ok()?;
     let literal_service = !service.contains(['*', '?']);
-    Some(ActionPattern { pattern, service: literal_service.then(|| service.to_ascii_lowercase().into()) })
+    Some(ActionPattern {
+        pattern,
+        service: literal_service.then(|| interner.intern(&service.to_ascii_lowercase())),
+    })
 }
 
 fn trust_action(text: &str) -> bool {

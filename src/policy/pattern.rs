@@ -6,13 +6,16 @@
 //! (`[`, `{` and `\` are ordinary characters in ARNs). Policy variables are kept as tokens and
 //! resolved against the request at match time, so matching never builds a string.
 
+use std::sync::Arc;
+
+use super::intern::Interner;
 use crate::eval::Context;
 
 /// One piece of a compiled pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Token {
     /// Text that must appear as is.
-    Literal(Box<str>),
+    Literal(Arc<str>),
     /// `*`: any run of characters, including none.
     AnyRun,
     /// `?`: exactly one character.
@@ -25,8 +28,8 @@ pub enum Token {
 /// optional default used when the request has no value for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variable {
-    pub key: Box<str>,
-    pub default: Option<Box<str>>,
+    pub key: Arc<str>,
+    pub default: Option<Arc<str>>,
 }
 
 impl Variable {
@@ -91,6 +94,11 @@ pub struct Syntax {
 impl Pattern {
     /// Compiles `text` under `syntax`.
     pub fn parse(text: &str, syntax: Syntax) -> Result<Pattern, PatternError> {
+        Pattern::parse_in(text, syntax, &mut Interner::default())
+    }
+
+    /// Compiles `text` under `syntax`, sharing its strings through `interner`.
+    pub fn parse_in(text: &str, syntax: Syntax, interner: &mut Interner) -> Result<Pattern, PatternError> {
         let mut tokens = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -100,10 +108,10 @@ impl Pattern {
                     return Err(PatternError::UnclosedVariable(rest.to_string()));
                 };
                 let body = &rest[2..end];
-                match parse_variable(body) {
+                match parse_variable(body, interner) {
                     Some(VariableBody::Literal(special)) => literal.push(special),
                     Some(VariableBody::Key(variable)) => {
-                        flush(&mut tokens, &mut literal, syntax.lowercase);
+                        flush(&mut tokens, &mut literal, syntax.lowercase, interner);
                         tokens.push(Token::Variable(variable));
                     }
                     None => return Err(PatternError::MalformedVariable(rest[..=end].to_string())),
@@ -113,21 +121,21 @@ impl Pattern {
             }
             match c {
                 '*' if syntax.wildcards => {
-                    flush(&mut tokens, &mut literal, syntax.lowercase);
+                    flush(&mut tokens, &mut literal, syntax.lowercase, interner);
                     // `**` means the same as `*`; collapsing keeps matching linear-ish.
                     if tokens.last() != Some(&Token::AnyRun) {
                         tokens.push(Token::AnyRun);
                     }
                 }
                 '?' if syntax.wildcards => {
-                    flush(&mut tokens, &mut literal, syntax.lowercase);
+                    flush(&mut tokens, &mut literal, syntax.lowercase, interner);
                     tokens.push(Token::AnyChar);
                 }
                 _ => literal.push(c),
             }
             rest = &rest[c.len_utf8()..];
         }
-        flush(&mut tokens, &mut literal, syntax.lowercase);
+        flush(&mut tokens, &mut literal, syntax.lowercase, interner);
         Ok(Pattern::from_tokens(tokens))
     }
 
@@ -138,7 +146,7 @@ impl Pattern {
 
     /// A pattern that matches exactly `text`.
     pub fn literal(text: &str) -> Pattern {
-        let tokens = if text.is_empty() { Vec::new() } else { vec![Token::Literal(text.into())] };
+        let tokens = if text.is_empty() { Vec::new() } else { vec![Token::Literal(Arc::from(text))] };
         Pattern::from_tokens(tokens)
     }
 
@@ -198,7 +206,7 @@ enum VariableBody {
     Key(Variable),
 }
 
-fn parse_variable(body: &str) -> Option<VariableBody> {
+fn parse_variable(body: &str, interner: &mut Interner) -> Option<VariableBody> {
     match body {
         "*" => return Some(VariableBody::Literal('*')),
         "?" => return Some(VariableBody::Literal('?')),
@@ -210,22 +218,23 @@ fn parse_variable(body: &str) -> Option<VariableBody> {
         Some((key, default)) => {
             let default = default.trim();
             let default = default.strip_prefix('\'')?.strip_suffix('\'')?;
-            (key.trim(), Some(default.into()))
+            (key.trim(), Some(interner.intern(default)))
         }
     };
     let valid_key = !key.is_empty()
         && key.contains(':')
         && key.chars().all(|c| !c.is_whitespace() && !matches!(c, '$' | '{' | '}' | '\'' | ','));
-    valid_key.then(|| VariableBody::Key(Variable { key: key.to_ascii_lowercase().into(), default }))
+    valid_key
+        .then(|| VariableBody::Key(Variable { key: interner.intern(&key.to_ascii_lowercase()), default }))
 }
 
-fn flush(tokens: &mut Vec<Token>, literal: &mut String, lowercase: bool) {
+fn flush(tokens: &mut Vec<Token>, literal: &mut String, lowercase: bool, interner: &mut Interner) {
     if literal.is_empty() {
         return;
     }
-    let text = if lowercase { literal.to_lowercase() } else { std::mem::take(literal) };
+    let text = if lowercase { interner.intern(&literal.to_lowercase()) } else { interner.intern(literal) };
     literal.clear();
-    tokens.push(Token::Literal(text.into_boxed_str()));
+    tokens.push(Token::Literal(text));
 }
 
 /// Compares byte by byte: the texts are short (ARN segments, action names), where a loop beats
