@@ -146,12 +146,12 @@ fn lookup<'s>(snapshot: &'s Snapshot, principal: &Principal) -> Lookup<'s> {
         Principal::User { arn, account } => {
             let name = arn.rsplit('/').next().unwrap_or_default();
             match find(EntityKind::User, account, name) {
-                Some(entry) if entry.arn == *arn => Lookup::Stored(entry),
+                Some(entry) if entry.who.arn == *arn => Lookup::Stored(entry),
                 _ => unknown(),
             }
         }
         Principal::Role { arn, account, name } => match find(EntityKind::Role, account, name) {
-            Some(entry) if entry.arn == *arn => Lookup::Stored(entry),
+            Some(entry) if entry.who.arn == *arn => Lookup::Stored(entry),
             _ => unknown(),
         },
         Principal::AssumedRole { account, role_name, .. } => match find(EntityKind::Role, account, role_name)
@@ -232,19 +232,20 @@ fn fill_context(
         _ => {}
     }
     if let Some(entry) = entry {
-        context.insert("aws:PrincipalArn", [entry.arn.as_str()]);
-        match (entry.kind, principal) {
+        let who = &entry.who;
+        context.insert("aws:PrincipalArn", [who.arn.as_str()]);
+        match (who.kind, principal) {
             (EntityKind::User, _) => {
-                context.insert("aws:username", [entry.name.as_str()]);
-                context.insert("aws:userid", [entry.id.as_str()]);
+                context.insert("aws:username", [who.name.as_str()]);
+                context.insert("aws:userid", [who.id.as_str()]);
             }
             (EntityKind::Role, Principal::AssumedRole { arn, .. }) => {
                 let session = arn.rsplit('/').next().unwrap_or_default();
-                context.insert("aws:userid", [format!("{}:{session}", entry.id)]);
+                context.insert("aws:userid", [format!("{}:{session}", who.id)]);
             }
-            (EntityKind::Role, _) => context.insert("aws:userid", [entry.id.as_str()]),
+            (EntityKind::Role, _) => context.insert("aws:userid", [who.id.as_str()]),
         }
-        for tag in &entry.tags {
+        for tag in &who.tags {
             context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
         }
     }
@@ -261,5 +262,5 @@ fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate:
     let name = arn.resource.rsplit('/').next()?;
     let entry =
         snapshot.directory.principals.get(lookup_key(EntityKind::Role, arn.account, name).as_str())?;
-    (entry.arn == resource).then_some(entry.trust.as_deref()).flatten()
+    (entry.who.arn == resource).then_some(entry.trust.as_deref()).flatten()
 }

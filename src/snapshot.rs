@@ -17,18 +17,25 @@ pub enum EntityKind {
     Role,
 }
 
-/// A stored user or role with everything a decision needs, resolved at write or reload time.
+/// Who a stored user or role is: the facts iamd puts in the request context. Built once per
+/// change of the entity and shared by every snapshot until the next one.
 #[derive(Debug)]
-pub struct PrincipalEntry {
+pub struct Who {
     pub kind: EntityKind,
     pub arn: String,
     pub account: String,
     pub name: String,
     pub id: String,
+    pub tags: Vec<Tag>,
+}
+
+/// A stored user or role with everything a decision needs, resolved at write or reload time.
+#[derive(Debug)]
+pub struct PrincipalEntry {
+    pub who: Arc<Who>,
     /// Inline and attached policies, the user's groups' included.
     pub identity: Vec<Arc<Policy>>,
     pub boundary: Option<Arc<Policy>>,
-    pub tags: Vec<Tag>,
     /// A role's trust policy: the resource-based policy of `sts:AssumeRole*` on the role.
     pub trust: Option<Arc<Policy>>,
     /// Why the principal's policies could not all be resolved (an attached policy missing from

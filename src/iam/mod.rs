@@ -18,7 +18,7 @@ use validate::NameKind;
 
 use crate::bundle::Bundle;
 use crate::policy::{self, Policy, PolicyKind};
-use crate::snapshot::{Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, principal_key};
+use crate::snapshot::{Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, Who, principal_key};
 use crate::store::{SCHEMA_VERSION, Store, StoreError, Write};
 
 type Key = (String, String);
@@ -27,11 +27,70 @@ fn key(account: &str, name: &str) -> Key {
     (account.to_string(), name.to_ascii_lowercase())
 }
 
-/// A stored entity with its inline policies compiled.
+/// A stored entity with its inline policies compiled and, for users and roles, who it is.
 #[derive(Clone, Debug)]
 struct Compiled<T> {
     record: T,
     inline: Vec<Arc<Policy>>,
+    who: Option<Arc<Who>>,
+    /// A role's trust policy; `None` for users and groups, and for a role whose stored trust
+    /// policy does not compile (the role is then unusable rather than open).
+    trust: Option<Arc<Policy>>,
+    /// Why an inline policy did not compile: requests of the entity (and of a group's members)
+    /// are then denied, since the policy could have been a `Deny`.
+    problem: Option<String>,
+}
+
+impl<T> Compiled<T> {
+    /// Refuses an entity whose inline policies do not compile (on load and import).
+    fn valid(self) -> Result<Self, IamError> {
+        match &self.problem {
+            Some(problem) => Err(IamError::MalformedPolicyDocument(problem.clone())),
+            None => Ok(self),
+        }
+    }
+}
+
+/// Compiles inline policies, turning a failure into a problem rather than dropping them.
+fn compile_or_note(owner: &str, inline: &BTreeMap<String, String>) -> (Vec<Arc<Policy>>, Option<String>) {
+    match compile_inline(owner, inline) {
+        Ok(policies) => (policies, None),
+        Err(e) => (Vec::new(), Some(format!("an inline policy of {owner} does not compile: {e}"))),
+    }
+}
+
+fn compiled_user(user: User) -> Compiled<User> {
+    let (inline, problem) = compile_or_note(&user.arn(), &user.inline);
+    let who = Who {
+        kind: EntityKind::User,
+        arn: user.arn(),
+        account: user.account.clone(),
+        name: user.name.clone(),
+        id: user.id.clone(),
+        tags: user.tags.clone(),
+    };
+    Compiled { record: user, inline, who: Some(Arc::new(who)), trust: None, problem }
+}
+
+fn compiled_group(group: Group) -> Compiled<Group> {
+    let (inline, problem) = compile_or_note(&group.arn(), &group.inline);
+    Compiled { record: group, inline, who: None, trust: None, problem }
+}
+
+fn compiled_role(role: Role) -> Compiled<Role> {
+    let (inline, problem) = compile_or_note(&role.arn(), &role.inline);
+    let who = Who {
+        kind: EntityKind::Role,
+        arn: role.arn(),
+        account: role.account.clone(),
+        name: role.name.clone(),
+        id: role.id.clone(),
+        tags: role.tags.clone(),
+    };
+    let trust = policy::parse(&format!("{}/trust-policy", role.arn()), &role.trust_policy, PolicyKind::Trust)
+        .ok()
+        .map(|parsed| Arc::new(parsed.policy));
+    Compiled { record: role, inline, who: Some(Arc::new(who)), trust, problem }
 }
 
 #[derive(Default)]
@@ -869,21 +928,18 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
     for user in document.users {
         validate::name(NameKind::User, &user.name)?;
         validate::path(&user.path)?;
-        let inline = compile_inline(&user.arn(), &user.inline)?;
-        state.users.insert(key(&user.account, &user.name), Compiled { record: user, inline });
+        state.users.insert(key(&user.account, &user.name), compiled_user(user).valid()?);
     }
     for group in document.groups {
         validate::name(NameKind::Group, &group.name)?;
         validate::path(&group.path)?;
-        let inline = compile_inline(&group.arn(), &group.inline)?;
-        state.groups.insert(key(&group.account, &group.name), Compiled { record: group, inline });
+        state.groups.insert(key(&group.account, &group.name), compiled_group(group).valid()?);
     }
     for role in document.roles {
         validate::name(NameKind::Role, &role.name)?;
         validate::path(&role.path)?;
         check_trust_policy(&role.trust_policy)?;
-        let inline = compile_inline(&role.arn(), &role.inline)?;
-        state.roles.insert(key(&role.account, &role.name), Compiled { record: role, inline });
+        state.roles.insert(key(&role.account, &role.name), compiled_role(role).valid()?);
     }
     for tags in document.resource_tags {
         state.resource_tags.insert(tags.arn, tags.tags);
@@ -895,10 +951,8 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
 fn apply(state: &mut State, write: Write) {
     match write {
         Write::PutUser(user) => {
-            // Inline policies were validated before the write; compiling them cannot fail.
-            let inline = compile_inline(&user.arn(), &user.inline).unwrap_or_default();
             let k = key(&user.account, &user.name);
-            let compiled = Compiled { record: user, inline };
+            let compiled = compiled_user(user);
             let entry = resolve_user(state, &compiled);
             state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
             state.users.insert(k, compiled);
@@ -908,9 +962,8 @@ fn apply(state: &mut State, write: Write) {
             state.directory.principals.remove(&principal_key(EntityKind::User, &account, &name));
         }
         Write::PutGroup(group) => {
-            let inline = compile_inline(&group.arn(), &group.inline).unwrap_or_default();
             let (account, name) = (group.account.clone(), group.name.clone());
-            state.groups.insert(key(&account, &name), Compiled { record: group, inline });
+            state.groups.insert(key(&account, &name), compiled_group(group));
             let affected: Vec<Key> =
                 members(state, &account, &name).map(|u| key(&u.record.account, &u.record.name)).collect();
             for k in affected {
@@ -924,9 +977,8 @@ fn apply(state: &mut State, write: Write) {
             state.groups.remove(&key(&account, &name));
         }
         Write::PutRole(role) => {
-            let inline = compile_inline(&role.arn(), &role.inline).unwrap_or_default();
             let k = key(&role.account, &role.name);
-            let compiled = Compiled { record: role, inline };
+            let compiled = compiled_role(role);
             let entry = resolve_role(state, &compiled);
             state.directory.principals.insert(principal_key(EntityKind::Role, &k.0, &k.1), entry);
             state.roles.insert(k, compiled);
@@ -1010,58 +1062,49 @@ fn unresolved(missing: Vec<String>) -> Option<String> {
 fn resolve_user(state: &State, user: &Compiled<User>) -> Arc<PrincipalEntry> {
     let record = &user.record;
     let mut identity = user.inline.clone();
-    let mut missing = Vec::new();
+    let mut missing: Vec<String> = user.problem.iter().cloned().collect();
     attach(state, &record.attached, &mut identity, &mut missing);
     for group in &record.groups {
         if let Some(group) = state.groups.get(&key(&record.account, group)) {
             identity.extend(group.inline.iter().cloned());
+            missing.extend(group.problem.iter().cloned());
             attach(state, &group.record.attached, &mut identity, &mut missing);
         }
     }
     let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
-    Arc::new(PrincipalEntry {
-        kind: EntityKind::User,
-        trust: None,
-        arn: record.arn(),
-        account: record.account.clone(),
-        name: record.name.clone(),
-        id: record.id.clone(),
-        identity,
-        boundary,
-        tags: record.tags.clone(),
-        unresolved: unresolved(missing),
-    })
+    entry(user, identity, boundary, None, missing)
 }
 
 fn resolve_role(state: &State, role: &Compiled<Role>) -> Arc<PrincipalEntry> {
     let record = &role.record;
     let mut identity = role.inline.clone();
-    let mut missing = Vec::new();
+    let mut missing: Vec<String> = role.problem.iter().cloned().collect();
     attach(state, &record.attached, &mut identity, &mut missing);
     let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
-    // Trust policies are validated before they are stored or imported; should one still fail,
-    // the role is unusable rather than open.
-    let trust = match policy::parse(
-        &format!("{}/trust-policy", record.arn()),
-        &record.trust_policy,
-        PolicyKind::Trust,
-    ) {
-        Ok(parsed) => Some(Arc::new(parsed.policy)),
-        Err(e) => {
-            missing.push(format!("trust policy ({e})"));
-            None
-        }
-    };
-    Arc::new(PrincipalEntry {
-        kind: EntityKind::Role,
-        trust,
-        arn: record.arn(),
-        account: record.account.clone(),
-        name: record.name.clone(),
-        id: record.id.clone(),
-        identity,
-        boundary,
-        tags: record.tags.clone(),
-        unresolved: unresolved(missing),
-    })
+    let trust = role.trust.clone();
+    if trust.is_none() {
+        missing.push("its trust policy, which does not compile".into());
+    }
+    entry(role, identity, boundary, trust, missing)
+}
+
+fn entry<T>(
+    entity: &Compiled<T>,
+    identity: Vec<Arc<Policy>>,
+    boundary: Option<Arc<Policy>>,
+    trust: Option<Arc<Policy>>,
+    mut missing: Vec<String>,
+) -> Arc<PrincipalEntry> {
+    let who = entity.who.clone().unwrap_or_else(|| {
+        missing.push("its identity".into());
+        Arc::new(Who {
+            kind: EntityKind::User,
+            arn: String::new(),
+            account: String::new(),
+            name: String::new(),
+            id: String::new(),
+            tags: Vec::new(),
+        })
+    });
+    Arc::new(PrincipalEntry { who, identity, boundary, trust, unresolved: unresolved(missing) })
 }
