@@ -16,6 +16,29 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[at] as f64 / 1_000.0
 }
 
+/// CPU time (user + system) used so far by this process's threads whose name starts with
+/// `prefix`, in seconds.
+fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let ticks_per_second = 100.0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(14) + field(15);
+    }
+    ticks as f64 / ticks_per_second
+}
+
 fn main() {
     let seconds: u64 = std::env::var("IAMD_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     if std::env::args().any(|a| a == "--list") {
@@ -32,9 +55,15 @@ fn main() {
     };
     let config = Config::resolve(FileConfig::default(), overrides).unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_threads =
+        std::env::var("IAMD_BENCH_SERVER_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     std::thread::spawn(move || {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(server_threads)
+            .thread_name("iamd-server")
+            .enable_all()
+            .build()
+            .unwrap();
         runtime
             .block_on(iamd::server::run(config, std::future::pending(), move |bound| {
                 ready_tx.send(bound).unwrap()
@@ -75,7 +104,11 @@ fn main() {
             explain: false,
         };
         for concurrency in [1usize, 16] {
-            let connections = concurrency.clamp(1, 4);
+            let connections = std::env::var("IAMD_BENCH_CONNECTIONS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(4)
+                .clamp(1, concurrency);
             let mut channels = Vec::new();
             for _ in 0..connections {
                 channels.push(Channel::from_shared(format!("http://{}", bound.authorizer)).unwrap().connect().await.unwrap());
@@ -100,20 +133,23 @@ fn main() {
                     latencies
                 }));
             }
+            let cpu_before = thread_cpu_seconds("iamd-server");
             let mut latencies = Vec::new();
             for task in tasks {
                 latencies.extend(task.await.unwrap());
             }
+            let server_cpu = thread_cpu_seconds("iamd-server") - cpu_before;
             latencies.sort_unstable();
             let measured = seconds as f64 - 0.5;
             println!(
-                "grpc/authorize concurrency {concurrency:>2} ({connections} connection{}): {:>8.0} decisions/s, p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, p99.9 {:>6.0} µs",
+                "grpc/authorize concurrency {concurrency:>2} ({connections} connection{}): {:>8.0} decisions/s, p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, p99.9 {:>6.0} µs, server CPU {:>5.1} µs/decision",
                 if connections == 1 { "" } else { "s" },
                 latencies.len() as f64 / measured,
                 percentile(&latencies, 0.50),
                 percentile(&latencies, 0.90),
                 percentile(&latencies, 0.99),
                 percentile(&latencies, 0.999),
+                server_cpu * 1e6 / latencies.len().max(1) as f64,
             );
         }
     });

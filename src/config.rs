@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub account: Option<String>,
     /// Milliseconds to wait after the last change to a bundle before reloading it.
     pub reload_debounce_ms: Option<u64>,
+    /// Threads serving requests; by default one per core. A sidecar that shares a small node
+    /// with its application may do better with fewer (see the README's performance section).
+    pub worker_threads: Option<usize>,
     pub limits: Option<LimitsFile>,
     pub audit: Option<AuditFile>,
     pub log: Option<LogFile>,
@@ -92,6 +95,8 @@ pub struct Config {
     pub bundle: Option<PathBuf>,
     pub account: String,
     pub reload_debounce: Duration,
+    /// `None`: one per core.
+    pub worker_threads: Option<usize>,
     pub request_timeout: Duration,
     pub concurrency: usize,
     pub concurrency_per_connection: usize,
@@ -157,6 +162,10 @@ impl Config {
             bundle: overrides.bundle.or(file.bundle),
             account,
             reload_debounce: Duration::from_millis(file.reload_debounce_ms.unwrap_or(300)),
+            worker_threads: match file.worker_threads {
+                Some(0) => return Err(invalid("worker_threads must be at least 1".into())),
+                threads => threads,
+            },
             request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(5_000)),
             concurrency: limits.concurrency.unwrap_or(4_096),
             concurrency_per_connection: limits.concurrency_per_connection.unwrap_or(1_024),

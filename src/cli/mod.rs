@@ -58,10 +58,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         otlp_endpoint: args.otlp_endpoint,
     };
     let config = Config::resolve(file, overrides)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let telemetry = Telemetry::init(&config.telemetry)?;
         let result = iamd::server::run(config, shutdown_signal(), |_| {}).await;
