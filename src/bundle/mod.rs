@@ -29,7 +29,7 @@ use serde::Deserialize;
 pub use source::{BundleSource, MAX_BUNDLE_BYTES, digest as source_digest};
 
 use crate::eval::principal::is_account_id;
-use crate::policy::{self, LineIndex, Policy, PolicyKind, Severity};
+use crate::policy::{self, LineIndex, Policy, PolicyKind};
 
 /// Policies of the organisation, one list per level of an account's path (root first, the
 /// account itself last).
@@ -140,48 +140,6 @@ impl Bundle {
         };
         let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
 
-        // One interner for the whole bundle: its policies share their literals.
-        let mut interner = policy::Interner::default();
-        // `start` is where the policy's text begins in its file (line, column), for policies
-        // embedded in a larger document.
-        let mut compile_file = |file: &str,
-                                name: &str,
-                                text: &str,
-                                start: (usize, usize),
-                                kind: PolicyKind,
-                                errors: &mut Vec<BundleError>| {
-            let position = |line: usize, column: usize| {
-                (start.0 + line - 1, if line == 1 { start.1 + column - 1 } else { column })
-            };
-            match policy::parse_in(name, text, kind, &mut interner) {
-                Ok(parsed) => {
-                    warnings.extend(parsed.warnings.iter().map(|w| {
-                        let (line, column) = position(w.line, w.column);
-                        format!("{file}:{line}:{column}: warning: {}", w.message)
-                    }));
-                    Some(Arc::new(parsed.policy))
-                }
-                Err(e) => {
-                    errors.extend(e.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(|d| {
-                        BundleError {
-                            file: file.to_string(),
-                            line: position(d.line, d.column).0,
-                            column: position(d.line, d.column).1,
-                            message: format!(
-                                "{}{}",
-                                d.message,
-                                d.statement
-                                    .as_ref()
-                                    .map(|s| format!(" (statement {s}, at `{}`)", d.path))
-                                    .unwrap_or_default()
-                            ),
-                        }
-                    }));
-                    None
-                }
-            }
-        };
-
         let mut managed: HashMap<String, Arc<Policy>> = builtin::aws_managed();
         let mut scp_documents: HashMap<String, Arc<Policy>> = builtin::scps();
         let mut rcp_documents: HashMap<String, Arc<Policy>> = builtin::rcps();
@@ -189,11 +147,15 @@ impl Bundle {
         let mut prefix_resources: Vec<(String, String, Arc<Policy>)> = Vec::new();
         let mut organization = None;
 
+        // First the files are sorted into policies to compile; then the policies are compiled
+        // on every core; then the results are put in place, in file order.
+        let mut jobs: Vec<Job<'_>> = Vec::new();
         for (file, text) in files {
             let (dir, stem) = match file.rsplit_once('/') {
                 Some((dir, name)) => (dir, name.strip_suffix(".json")),
                 None => ("", file.strip_suffix(".json")),
             };
+            let job = |name: String, text, start, kind, target| Job { file, name, text, start, kind, target };
             match (dir, stem) {
                 ("", Some("manifest")) => {}
                 ("", Some("organization")) => match serde_json::from_str::<OrganizationFile>(text) {
@@ -202,20 +164,13 @@ impl Bundle {
                 },
                 ("policies", Some(name)) if valid_policy_name(name) => {
                     let arn = format!("arn:aws:iam::{account}:policy/{name}");
-                    if let Some(p) = compile_file(file, &arn, text, (1, 1), PolicyKind::Identity, &mut errors)
-                    {
-                        managed.insert(arn, p);
-                    }
+                    jobs.push(job(arn, text, (1, 1), PolicyKind::Identity, Target::Managed));
                 }
                 ("scps", Some(name)) if valid_policy_name(name) => {
-                    if let Some(p) = compile_file(file, name, text, (1, 1), PolicyKind::Scp, &mut errors) {
-                        scp_documents.insert(name.to_string(), p);
-                    }
+                    jobs.push(job(name.to_string(), text, (1, 1), PolicyKind::Scp, Target::Scp));
                 }
                 ("rcps", Some(name)) if valid_policy_name(name) => {
-                    if let Some(p) = compile_file(file, name, text, (1, 1), PolicyKind::Rcp, &mut errors) {
-                        rcp_documents.insert(name.to_string(), p);
-                    }
+                    jobs.push(job(name.to_string(), text, (1, 1), PolicyKind::Rcp, Target::Rcp));
                 }
                 ("resource-policies", Some(name)) if valid_policy_name(name) => {
                     let parsed = match serde_json::from_str::<ResourcePolicyFile>(text) {
@@ -233,13 +188,58 @@ impl Bundle {
                     let policy_text = parsed.policy.get();
                     let start =
                         LineIndex::new(text).position(policy_text.as_ptr() as usize - text.as_ptr() as usize);
-                    let Some(policy) =
-                        compile_file(file, name, policy_text, start, PolicyKind::Resource, &mut errors)
-                    else {
-                        continue;
-                    };
-                    for resource in parsed.resources {
-                        let valid = crate::policy::arn::Arn::parse(&resource).is_some()
+                    let target = Target::Resource(parsed.resources);
+                    jobs.push(job(name.to_string(), policy_text, start, PolicyKind::Resource, target));
+                }
+                _ => errors.push(error(
+                    file,
+                    "unexpected file: a bundle holds manifest.json, organization.json, \
+                    and JSON files named by policy under policies/, resource-policies/, scps/ and rcps/",
+                )),
+            }
+        }
+
+        for (job, result) in compile_jobs(&jobs) {
+            let file = job.file;
+            // `start` is where the policy's text begins in its file, for embedded policies.
+            let position = |line: usize, column: usize| {
+                (job.start.0 + line - 1, if line == 1 { job.start.1 + column - 1 } else { column })
+            };
+            let policy = match result {
+                Ok(parsed) => {
+                    warnings.extend(parsed.warnings.iter().map(|w| {
+                        let (line, column) = position(w.line, w.column);
+                        format!("{file}:{line}:{column}: warning: {}", w.message)
+                    }));
+                    Arc::new(parsed.policy)
+                }
+                Err(e) => {
+                    errors.extend(e.errors().map(|d| {
+                        let (line, column) = position(d.line, d.column);
+                        let at = d.statement.as_ref().map(|s| format!(" (statement {s}, at `{}`)", d.path));
+                        BundleError {
+                            file: file.to_string(),
+                            line,
+                            column,
+                            message: format!("{}{}", d.message, at.unwrap_or_default()),
+                        }
+                    }));
+                    continue;
+                }
+            };
+            match &job.target {
+                Target::Managed => {
+                    managed.insert(job.name.clone(), policy);
+                }
+                Target::Scp => {
+                    scp_documents.insert(job.name.clone(), policy);
+                }
+                Target::Rcp => {
+                    rcp_documents.insert(job.name.clone(), policy);
+                }
+                Target::Resource(resources) => {
+                    for resource in resources {
+                        let valid = crate::policy::arn::Arn::parse(resource).is_some()
                             && !resource.trim_end_matches('*').contains(['*', '?']);
                         if !valid {
                             errors.push(error(
@@ -264,11 +264,6 @@ impl Bundle {
                         }
                     }
                 }
-                _ => errors.push(error(
-                    file,
-                    "unexpected file: a bundle holds manifest.json, organization.json, \
-                    and JSON files named by policy under policies/, resource-policies/, scps/ and rcps/",
-                )),
             }
         }
 
@@ -396,6 +391,53 @@ impl Bundle {
     pub fn rcps(&self, account: &str) -> Option<&Levels> {
         self.rcps.get(account)
     }
+}
+
+/// A policy of the bundle to compile, and where it goes.
+struct Job<'a> {
+    file: &'a String,
+    /// The policy's name in explanations: its ARN for managed policies.
+    name: String,
+    text: &'a str,
+    /// Line and column of the policy's first character in its file.
+    start: (usize, usize),
+    kind: PolicyKind,
+    target: Target,
+}
+
+enum Target {
+    Managed,
+    Scp,
+    Rcp,
+    /// A resource-based policy and the resources it protects.
+    Resource(Vec<String>),
+}
+
+/// Compiles every job, spreading them over the available cores (each thread with its own
+/// interner), and returns the results in job order.
+fn compile_jobs<'j, 'a>(
+    jobs: &'j [Job<'a>],
+) -> Vec<(&'j Job<'a>, Result<policy::Parsed, policy::PolicyError>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = jobs.len().div_ceil(threads).max(64);
+    let compile = |jobs: &'j [Job<'a>]| {
+        let mut interner = policy::Interner::default();
+        jobs.iter()
+            .map(|job| (job, policy::parse_in(&job.name, job.text, job.kind, &mut interner)))
+            .collect::<Vec<_>>()
+    };
+    if jobs.len() <= chunk {
+        return compile(jobs);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.chunks(chunk).map(|part| scope.spawn(move || compile(part))).collect();
+        // A panic in a compile thread is passed on: the reload fails and the last good snapshot
+        // keeps serving.
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 fn valid_policy_name(name: &str) -> bool {
