@@ -1016,19 +1016,21 @@ fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
     for (arn, tags) in &state.resource_tags {
         directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
     }
-    state.directory = directory;
-    publish(state, snapshot);
+    let old_directory = std::mem::replace(&mut state.directory, directory);
+    let previous = publish(state, snapshot);
+    // Freeing a whole directory (and the previous bundle) takes a while at large sizes: do it
+    // off the publishing path, once readers of the old snapshot are done with it.
+    let reclaim = move || drop((old_directory, previous));
+    if std::thread::Builder::new().name("iamd-reclaim".into()).spawn(reclaim).is_err() {
+        tracing::debug!("cannot start a thread to free the previous snapshot; it was freed in place");
+    }
 }
 
-fn publish(state: &mut State, snapshot: &SharedSnapshot) {
+/// Publishes the state as a new snapshot and returns the one it replaces.
+fn publish(state: &mut State, snapshot: &SharedSnapshot) -> Option<Arc<Snapshot>> {
     state.generation += 1;
-    if let Some(bundle) = &state.bundle {
-        snapshot.store(Some(Arc::new(Snapshot::new(
-            bundle.clone(),
-            state.directory.clone(),
-            state.generation,
-        ))));
-    }
+    let bundle = state.bundle.as_ref()?;
+    snapshot.swap(Some(Arc::new(Snapshot::new(bundle.clone(), state.directory.clone(), state.generation))))
 }
 
 /// Looks up attached managed policies, noting any that cannot be found.
