@@ -283,13 +283,7 @@ impl Iam {
 
     pub fn list_users(&self, account: &str, path_prefix: &str) -> Result<Vec<User>, IamError> {
         let account = self.account(account)?;
-        let state = self.lock();
-        Ok(state
-            .users
-            .values()
-            .filter(|u| u.record.account == account && u.record.path.starts_with(path_prefix))
-            .map(|u| u.record.clone())
-            .collect())
+        Ok(listed(&self.lock().users, path_prefix, |u| (u.account == account, &u.path)))
     }
 
     /// Deletes a user that has no inline policies, attachments, boundary or group memberships,
@@ -351,13 +345,7 @@ impl Iam {
 
     pub fn list_groups(&self, account: &str, path_prefix: &str) -> Result<Vec<Group>, IamError> {
         let account = self.account(account)?;
-        let state = self.lock();
-        Ok(state
-            .groups
-            .values()
-            .filter(|g| g.record.account == account && g.record.path.starts_with(path_prefix))
-            .map(|g| g.record.clone())
-            .collect())
+        Ok(listed(&self.lock().groups, path_prefix, |g| (g.account == account, &g.path)))
     }
 
     pub fn list_groups_for_user(&self, account: &str, user: &str) -> Result<Vec<Group>, IamError> {
@@ -474,13 +462,7 @@ impl Iam {
 
     pub fn list_roles(&self, account: &str, path_prefix: &str) -> Result<Vec<Role>, IamError> {
         let account = self.account(account)?;
-        let state = self.lock();
-        Ok(state
-            .roles
-            .values()
-            .filter(|r| r.record.account == account && r.record.path.starts_with(path_prefix))
-            .map(|r| r.record.clone())
-            .collect())
+        Ok(listed(&self.lock().roles, path_prefix, |r| (r.account == account, &r.path)))
     }
 
     pub fn delete_role(&self, account: &str, name: &str) -> Result<(), IamError> {
@@ -641,63 +623,34 @@ impl Iam {
         if let Some(arn) = arn {
             Self::check_attachable(&state, arn)?;
         }
-        let arn = arn.map(str::to_string);
-        let write = match kind {
-            Entity::User => {
-                let mut user = user_of(&state, account, name)?.record.clone();
-                user.boundary = arn;
-                Write::PutUser(user)
-            }
-            Entity::Role => {
-                let mut role = role_of(&state, account, name)?.record.clone();
-                role.boundary = arn;
-                Write::PutRole(role)
-            }
-            Entity::Group => {
-                return Err(IamError::InvalidInput("groups have no permissions boundary".into()));
-            }
-        };
-        self.commit(&mut state, vec![write])
+        self.update_principal(
+            &mut state,
+            kind,
+            account,
+            name,
+            "have no permissions boundary",
+            |_, boundary| {
+                *boundary = arn.map(str::to_string);
+                Ok(())
+            },
+        )
     }
 
     pub fn tag(&self, kind: Entity, account: &str, name: &str, tags: &[Tag]) -> Result<(), IamError> {
         let account = self.account(account)?;
         let mut state = self.lock();
-        let write = match kind {
-            Entity::User => {
-                let mut user = user_of(&state, account, name)?.record.clone();
-                validate::merge_tags(&mut user.tags, tags)?;
-                Write::PutUser(user)
-            }
-            Entity::Role => {
-                let mut role = role_of(&state, account, name)?.record.clone();
-                validate::merge_tags(&mut role.tags, tags)?;
-                Write::PutRole(role)
-            }
-            Entity::Group => return Err(IamError::InvalidInput("groups cannot be tagged".into())),
-        };
-        self.commit(&mut state, vec![write])
+        self.update_principal(&mut state, kind, account, name, "cannot be tagged", |existing, _| {
+            validate::merge_tags(existing, tags)
+        })
     }
 
     pub fn untag(&self, kind: Entity, account: &str, name: &str, keys: &[String]) -> Result<(), IamError> {
         let account = self.account(account)?;
         let mut state = self.lock();
-        let drop =
-            |tags: &mut Vec<Tag>| tags.retain(|t| !keys.iter().any(|k| k.eq_ignore_ascii_case(&t.key)));
-        let write = match kind {
-            Entity::User => {
-                let mut user = user_of(&state, account, name)?.record.clone();
-                drop(&mut user.tags);
-                Write::PutUser(user)
-            }
-            Entity::Role => {
-                let mut role = role_of(&state, account, name)?.record.clone();
-                drop(&mut role.tags);
-                Write::PutRole(role)
-            }
-            Entity::Group => return Err(IamError::InvalidInput("groups cannot be tagged".into())),
-        };
-        self.commit(&mut state, vec![write])
+        self.update_principal(&mut state, kind, account, name, "cannot be tagged", |tags, _| {
+            tags.retain(|t| !keys.iter().any(|k| k.eq_ignore_ascii_case(&t.key)));
+            Ok(())
+        })
     }
 
     pub fn list_tags(&self, kind: Entity, account: &str, name: &str) -> Result<Vec<Tag>, IamError> {
@@ -792,6 +745,33 @@ impl Iam {
         self.store.flush()
     }
 
+    /// Changes the tags or the permissions boundary of a user or role through `change`; groups
+    /// have neither (`for_groups` completes the error: "groups cannot be tagged").
+    fn update_principal(
+        &self,
+        state: &mut State,
+        kind: Entity,
+        account: &str,
+        name: &str,
+        for_groups: &str,
+        change: impl FnOnce(&mut Vec<Tag>, &mut Option<String>) -> Result<(), IamError>,
+    ) -> Result<(), IamError> {
+        let write = match kind {
+            Entity::User => {
+                let mut user = user_of(state, account, name)?.record.clone();
+                change(&mut user.tags, &mut user.boundary)?;
+                Write::PutUser(user)
+            }
+            Entity::Role => {
+                let mut role = role_of(state, account, name)?.record.clone();
+                change(&mut role.tags, &mut role.boundary)?;
+                Write::PutRole(role)
+            }
+            Entity::Group => return Err(IamError::InvalidInput(format!("groups {for_groups}"))),
+        };
+        self.commit(state, vec![write])
+    }
+
     /// Changes the inline policies or attachments of an entity through `change`.
     fn update(
         &self,
@@ -854,6 +834,23 @@ impl Entity {
             Entity::Role => validate::ROLE_INLINE_LIMIT,
         }
     }
+}
+
+/// The records of one account whose path starts with `path_prefix`, as `ListUsers` and its
+/// siblings return them. `place` gives whether a record is in the account, and its path.
+fn listed<T: Clone>(
+    entities: &BTreeMap<Key, Compiled<T>>,
+    path_prefix: &str,
+    place: impl Fn(&T) -> (bool, &str),
+) -> Vec<T> {
+    entities
+        .values()
+        .filter(|e| {
+            let (in_account, path) = place(&e.record);
+            in_account && path.starts_with(path_prefix)
+        })
+        .map(|e| e.record.clone())
+        .collect()
 }
 
 fn check_trust_policy(document: &str) -> Result<(), IamError> {
