@@ -420,6 +420,9 @@ impl<'a> Parser<'a> {
             None => Vec::new(),
         };
         conditions.sort_by_key(Condition::cost);
+        if self.kind == PolicyKind::Rcp {
+            self.check_rcp_statement(object, path, effect, action.as_ref(), resource.as_ref(), &conditions);
+        }
         Some(Statement {
             sid,
             index,
@@ -429,6 +432,38 @@ impl<'a> Parser<'a> {
             resource,
             conditions: conditions.into_boxed_slice(),
         })
+    }
+
+    /// Resource control policies restrict, they do not grant: AWS accepts no `NotAction`, and an
+    /// `Allow` only as the statement of `RCPFullAWSAccess` (everyone, every action, every
+    /// resource, no condition).
+    fn check_rcp_statement(
+        &mut self,
+        object: &Object<'_>,
+        path: &str,
+        effect: Option<Effect>,
+        action: Option<&ActionMatch>,
+        resource: Option<&ResourceMatch>,
+        conditions: &[Condition],
+    ) {
+        if let Some(not_action) = object.get("NotAction") {
+            self.error("not-action-not-allowed", not_action, &join(path, "NotAction"),
+                "`NotAction` cannot be used in a resource control policy: list the denied actions in `Action`");
+        }
+        let allows_everything = action
+            .is_some_and(|a| !a.negated && a.patterns.iter().any(|p| p.pattern.is_any()))
+            && resource.is_some_and(|r| !r.negated && r.patterns.iter().any(ArnPattern::is_any))
+            && conditions.is_empty();
+        if effect == Some(Effect::Allow) && !allows_everything {
+            let node = object.get("Effect").map_or(object.range(), |p| p.range());
+            self.error(
+                "rcp-allow",
+                &node,
+                &join(path, "Effect"),
+                "a resource control policy can only `Deny`: its one `Allow` is RCPFullAWSAccess's \
+                 (\"Principal\": \"*\", \"Action\": \"*\", \"Resource\": \"*\", no `Condition`)",
+            );
+        }
     }
 
     fn check_sid(&mut self, sid: &str, prop: &ObjectProp<'_>, path: &str) {
