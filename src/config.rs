@@ -200,3 +200,21 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("listn = \"127.0.0.1:1\"").is_err());
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The configuration example in the README is a valid configuration.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("the README shows a TOML example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("the example is closed");
+        let file: FileConfig = toml::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(config.worker_threads, Some(2));
+        assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(config.audit.unwrap().keep, 3);
+    }
+}
