@@ -78,18 +78,28 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
             return Ok(refuse(&request, reason));
         }
     };
-    let mut context = query.context;
-    fill_context(&mut context, &principal, entry, snapshot, query.resource);
     // Without an explicit owner, a resource belongs to the account in its ARN or, for ARNs
     // without one (S3), to the account this sidecar serves: never to the caller's own account,
     // which would turn a cross-account request into a same-account one.
-    let owner = match query.resource_account {
-        "" => crate::policy::arn::Arn::parse(query.resource)
-            .map(|arn| arn.account)
-            .filter(|account| crate::eval::principal::is_account_id(account))
-            .unwrap_or(snapshot.bundle.account.as_str()),
-        explicit => explicit,
+    let in_arn = crate::policy::arn::Arn::parse(query.resource)
+        .map(|arn| arn.account)
+        .filter(|account| crate::eval::principal::is_account_id(account));
+    let owner = match (query.resource_account, in_arn) {
+        ("", Some(account)) => account,
+        ("", None) => snapshot.bundle.account.as_str(),
+        (explicit, Some(account)) if explicit != account => {
+            return Err(invalid(
+                "resource_account",
+                format!(
+                    "`{explicit}` is not the account in the resource ARN (`{account}`): leave it empty or make them agree"
+                ),
+            ));
+        }
+        (explicit, _) => explicit,
     };
+    let mut context = query.context;
+    fill_context(&mut context, &principal, entry, snapshot, query.resource);
+    context.insert("aws:ResourceAccount", [owner]);
     let request = Request::new(principal, query.action, query.resource)
         .map_err(request_error)?
         .with_resource_account(owner)
@@ -100,12 +110,13 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     let request = request.with_context(context);
     let principal = request.principal();
     let bundle = &snapshot.bundle;
-    let trust = if request.resource_policy_kind() == crate::policy::PolicyKind::Trust {
+    // A role's only resource-based policy is its own trust policy: a bundle policy never stands
+    // in for it, and without a stored role there is none (and nothing can assume it).
+    let resource_policy = if request.resource_policy_kind() == crate::policy::PolicyKind::Trust {
         trust_policy(snapshot, query.resource)
     } else {
-        None
+        bundle.resource_policy(query.resource).map(|p| &**p)
     };
-    let resource_policy = trust.or_else(|| bundle.resource_policy(query.resource).map(|p| &**p));
     let resource_account = request.resource_account.as_deref();
     let policies = PolicySet {
         identity: entry.map_or(&[], |e| e.identity.as_slice()),
@@ -195,6 +206,7 @@ const CALLER_CANNOT_CLAIM: &[&str] = &[
     "aws:principalorgid",
     "aws:principalorgpaths",
     "aws:principalisawsservice",
+    "aws:resourceaccount",
 ];
 
 /// Context keys iamd knows better than the caller: who the principal is, its tags, and the
@@ -221,6 +233,8 @@ fn fill_context(
         Principal::Service(_) | Principal::Federated(_) => "Service",
     };
     context.insert("aws:PrincipalType", [principal_type]);
+    let is_service = matches!(principal, Principal::Service(_));
+    context.insert("aws:PrincipalIsAWSService", [if is_service { "true" } else { "false" }]);
     match principal {
         Principal::Root { account, .. } => {
             context.insert("aws:PrincipalArn", [principal.display()]);

@@ -84,7 +84,9 @@ pub fn run_case(line: &str, explain: bool) -> Outcome {
     // into a `Value` first would silently merge duplicate keys, which AWS rejects.
     let case: Fields<'_> = match serde_json::from_str(line) {
         Ok(case) => case,
-        Err(e) if e.is_data() => return failed(Value::Null, "case must be a JSON object".into()),
+        Err(e) if e.is_data() => {
+            return failed(Value::Null, format!("case must be a JSON object of fields: {e}"));
+        }
         Err(e) => return failed(Value::Null, format!("case is not valid JSON: {e}")),
     };
     let id = case.get("id").and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or(Value::Null);
@@ -186,8 +188,47 @@ impl Case {
     }
 }
 
-/// A case's fields as raw JSON text.
-pub type Fields<'a> = BTreeMap<String, &'a RawValue>;
+/// A case's fields as raw JSON text. A field given twice is an error: the second copy of a
+/// policy must not silently replace the first.
+pub struct Fields<'a>(BTreeMap<String, &'a RawValue>);
+
+impl<'a> std::ops::Deref for Fields<'a> {
+    type Target = BTreeMap<String, &'a RawValue>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field `{key}` appears more than once"
+                        )));
+                    }
+                    fields.insert(key, value);
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
 
 /// A field read as a JSON value; a missing field is `null`.
 fn value(case: &Fields<'_>, field: &str) -> Result<Value, String> {

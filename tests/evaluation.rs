@@ -299,6 +299,12 @@ fn bad_cases_report_errors_and_never_decide() {
         assert!(error.contains(expected), "{error}");
     }
     assert!(run_case("{not json", false).error.unwrap().contains("not valid JSON"));
+    let twice = format!(
+        r#"{{"id": 6, "principal": "{ALICE}", "action": "s3:GetObject", "resource": "*", "resource_policy": null, "resource_policy": null}}"#
+    );
+    assert!(
+        run_case(&twice, false).error.unwrap().contains("field `resource_policy` appears more than once")
+    );
 }
 
 #[test]

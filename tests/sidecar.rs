@@ -296,6 +296,11 @@ async fn malformed_requests_are_invalid_argument_naming_the_field() {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with(field), "{}", status.message());
     }
+    let mut other_owner = request(ALICE, "sqs:SendMessage", "arn:aws:sqs:us-east-1:999999999999:jobs");
+    other_owner.resource_account = ACCOUNT.into();
+    let status = authorizer.authorize(other_owner).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("`resource_account`"), "{}", status.message());
     let mut bad_context = request(ALICE, "s3:GetObject", "*");
     bad_context.context.insert("SourceIp".into(), string("10.0.0.1"));
     let status = authorizer.authorize(bad_context).await.unwrap_err();

@@ -163,8 +163,7 @@ impl Iam {
         let iam = Iam { store, state: Mutex::new(State::default()), snapshot, default_account };
         {
             let mut state = iam.lock();
-            load_document(&mut state, document)
-                .map_err(|e| StoreError::Corrupt { key: "stored policies".into(), message: e.to_string() })?;
+            load_stored(&mut state, document);
         }
         Ok(iam)
     }
@@ -717,6 +716,10 @@ impl Iam {
             )));
         }
         let mut fresh = State::default();
+        let mut document = document;
+        for user in &mut document.users {
+            user.groups = user.groups.iter().map(|g| g.to_ascii_lowercase()).collect();
+        }
         load_document(&mut fresh, document.clone())?;
         let writes: Vec<Write> = document
             .users
@@ -727,7 +730,20 @@ impl Iam {
             .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
             .collect();
         let mut state = self.lock();
-        self.store.replace_all(&writes).map_err(not_changed)?;
+        let stored = self.store.replace_all(&writes);
+        if let Err(e) = stored {
+            return Err(match e {
+                // The batch is in the store: memory must match what a restart will read.
+                StoreError::NotFlushed(_) => {
+                    fresh.bundle = state.bundle.take();
+                    fresh.generation = state.generation;
+                    *state = fresh;
+                    rebuild(&mut state, &self.snapshot);
+                    storage(e)
+                }
+                e => not_changed(e),
+            });
+        }
         let counts = Counts {
             users: fresh.users.len(),
             groups: fresh.groups.len(),
@@ -921,18 +937,56 @@ fn members<'s>(
 }
 
 /// Fills `state` from a stored or imported document, compiling every inline policy.
-fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamError> {
+/// Fills `state` from what the store holds, as it holds it: an entity whose policies no longer
+/// compile (say, after a rule of this version tightened) is kept, and its requests are denied
+/// with the reason, rather than refusing to start.
+fn load_stored(state: &mut State, document: StateDocument) {
     for user in document.users {
+        state.users.insert(key(&user.account, &user.name), compiled_user(user));
+    }
+    for group in document.groups {
+        state.groups.insert(key(&group.account, &group.name), compiled_group(group));
+    }
+    for role in document.roles {
+        state.roles.insert(key(&role.account, &role.name), compiled_role(role));
+    }
+    for tags in document.resource_tags {
+        state.resource_tags.insert(tags.arn, tags.tags);
+    }
+}
+
+/// Fills `state` from an imported document, refusing anything the admin API would refuse.
+fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamError> {
+    let accounts = |account: &str| {
+        if crate::eval::principal::is_account_id(account) {
+            Ok(())
+        } else {
+            Err(IamError::InvalidInput(format!("account `{account}` is not a 12-digit account id")))
+        }
+    };
+    let groups: BTreeSet<Key> = document.groups.iter().map(|g| key(&g.account, &g.name)).collect();
+    for user in &document.users {
+        if let Some(missing) = user.groups.iter().find(|g| !groups.contains(&key(&user.account, g))) {
+            return Err(IamError::NoSuchEntity(format!(
+                "user {} is a member of group {missing}, which the document does not define",
+                user.name
+            )));
+        }
+    }
+    for user in document.users {
+        accounts(&user.account)?;
         validate::name(NameKind::User, &user.name)?;
         validate::path(&user.path)?;
         state.users.insert(key(&user.account, &user.name), compiled_user(user).valid()?);
     }
     for group in document.groups {
+        accounts(&group.account)?;
         validate::name(NameKind::Group, &group.name)?;
         validate::path(&group.path)?;
         state.groups.insert(key(&group.account, &group.name), compiled_group(group).valid()?);
     }
     for role in document.roles {
+        accounts(&role.account)?;
         validate::name(NameKind::Role, &role.name)?;
         validate::path(&role.path)?;
         check_trust_policy(&role.trust_policy)?;

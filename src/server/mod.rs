@@ -149,7 +149,16 @@ impl Core {
                 // large sizes: keep it off the async workers.
                 let iam = self.clone();
                 let bundle = Arc::new(bundle);
-                let _ = tokio::task::spawn_blocking(move || iam.iam.publish_bundle(bundle)).await;
+                if tokio::task::spawn_blocking(move || iam.iam.publish_bundle(bundle)).await.is_err() {
+                    let errors = vec![format!(
+                        "publishing bundle {revision} failed unexpectedly; the last good snapshot keeps serving"
+                    )];
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.reload(false);
+                    tracing::error!("{}", errors[0]);
+                    set_lock(&self.last_reload_errors, errors.clone());
+                    return Err(errors);
+                }
                 self.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reload(true);
                 set_lock(&self.last_reload_errors, Vec::new());
