@@ -70,14 +70,6 @@ pub fn check_context_size(keys: usize, longest: usize, largest: usize) -> Result
 /// Decides `query` against `snapshot`.
 pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidField> {
     let principal = Principal::parse(query.principal).map_err(|e| invalid("principal", e.to_string()))?;
-    let entry = match lookup(snapshot, &principal) {
-        Lookup::Stored(entry) => Some(entry),
-        Lookup::NotStored => None,
-        Lookup::Unknown(reason) => {
-            let request = Request::new(principal, query.action, query.resource).map_err(request_error)?;
-            return Ok(refuse(&request, reason));
-        }
-    };
     // Without an explicit owner, a resource belongs to the account in its ARN or, for ARNs
     // without one (S3), to the account this sidecar serves: never to the caller's own account,
     // which would turn a cross-account request into a same-account one.
@@ -96,6 +88,14 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
             ));
         }
         (explicit, _) => explicit,
+    };
+    let entry = match lookup(snapshot, &principal) {
+        Lookup::Stored(entry) => Some(entry),
+        Lookup::NotStored => None,
+        Lookup::Unknown(reason) => {
+            let request = Request::new(principal, query.action, query.resource).map_err(request_error)?;
+            return Ok(refuse(&request, reason));
+        }
     };
     let mut context = query.context;
     fill_context(&mut context, &principal, entry, snapshot, query.resource);
