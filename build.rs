@@ -11,7 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("iamd_descriptor.bin"))
         .compile_with_config(
             config,
-            &[PathBuf::from("proto/iamd/v1/authorizer.proto"), PathBuf::from("proto/iamd/v1/admin.proto")],
+            &[
+                PathBuf::from("proto/iamd/v1/authorizer.proto"),
+                PathBuf::from("proto/iamd/v1/admin.proto"),
+                PathBuf::from("proto/iamd/v1/sts.proto"),
+            ],
             &[PathBuf::from("proto"), include],
         )?;
     println!("cargo:rerun-if-changed=proto");

@@ -49,7 +49,9 @@ fn main() {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        data: Some(data.path().to_path_buf()),
+        data: Some(data.path().join("data")),
+        master_key_file: Some(data.path().join("master.keys")),
+        root_credentials_file: Some(data.path().join("root.env")),
         no_audit: std::env::var("IAMD_BENCH_AUDIT").is_err(),
         ..Overrides::default()
     };
@@ -82,7 +84,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let mut admin = AdminClient::connect(format!("http://{}", bound.admin)).await.unwrap();
+        let root = std::fs::read_to_string(data.path().join("root.env")).unwrap();
+        let credentials = iamd::client::credentials_from_file(&root).unwrap();
+        let admin_endpoint = format!("http://{}", bound.admin);
+        let channel = iamd::client::SigningChannel::connect(&admin_endpoint, credentials, "iam").await.unwrap();
+        let mut admin = AdminClient::new(channel);
         admin.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() }).await.unwrap();
         admin
             .attach_user_policy(proto::AttachmentRequest {
@@ -102,6 +108,7 @@ fn main() {
                 proto::ContextValues { values: vec![proto::ContextValue { kind: Some(proto::context_value::Kind::String("true".into())) }] },
             )]),
             explain: false,
+            signed_request: None,
         };
         for concurrency in [1usize, 16] {
             let connections = std::env::var("IAMD_BENCH_CONNECTIONS")

@@ -12,6 +12,7 @@ use arc_swap::ArcSwapOption;
 use criterion::{Criterion, criterion_group, criterion_main};
 use iamd::authorize::{self, Query};
 use iamd::bundle::Bundle;
+use iamd::credentials::KeyRing;
 use iamd::eval::Context;
 use iamd::iam::Iam;
 use iamd::iam::model::{StateDocument, Tag, User};
@@ -86,7 +87,8 @@ fn measure_restart(data: &std::path::Path) {
     let loaded = store.load().unwrap();
     let after_load = rss_mb();
     drop(loaded);
-    let iam = Iam::open(store, snapshot.clone(), "111122223333".into()).unwrap();
+    let iam =
+        Iam::open(store, snapshot.clone(), "111122223333".into(), Arc::new(KeyRing::ephemeral())).unwrap();
     let after_state = rss_mb();
     iam.publish_bundle(Arc::new(bundle));
     eprintln!(
@@ -108,7 +110,13 @@ fn bench_at_scale(c: &mut Criterion) {
     let base = rss_mb();
     let dir = tempfile::tempdir().unwrap();
     let snapshot: SharedSnapshot = Arc::new(ArcSwapOption::empty());
-    let iam = Iam::open(Store::open(dir.path()).unwrap(), snapshot.clone(), "111122223333".into()).unwrap();
+    let iam = Iam::open(
+        Store::open(dir.path()).unwrap(),
+        snapshot.clone(),
+        "111122223333".into(),
+        Arc::new(KeyRing::ephemeral()),
+    )
+    .unwrap();
     let files = bundle_files();
 
     let started = Instant::now();
@@ -168,6 +176,7 @@ fn bench_at_scale(c: &mut Criterion) {
         resource_account: "",
         context: Context::default(),
         explain: false,
+        verified: None,
     };
     assert!(authorize::decide(&current, query(1)).unwrap().decision.is_allowed());
     // Cold: 1,024 principals in turn, each with its own policies, so caches rarely help, as

@@ -1,4 +1,6 @@
-//! The audit log: one JSON line per decision, with CloudTrail-like fields.
+//! The audit log: one JSON line per decision and per admin or STS call, with CloudTrail-like
+//! fields. Access key ids are recorded (they identify, they do not authenticate); secrets,
+//! session tokens and passwords never are.
 //!
 //! Records go through a bounded channel to a writer thread. When the channel is full the record
 //! is dropped and counted: a decision never waits for the disk. The file rotates by size.
@@ -13,11 +15,13 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
-/// One audited decision.
-#[derive(Clone, Debug, Serialize)]
+/// One audited decision or call.
+#[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     pub event_time: String,
+    /// `Authorize` for a decision, or the admin or STS operation (`CreateUser`, `AssumeRole`).
+    pub event_name: String,
     pub request_id: String,
     pub principal: String,
     pub action: String,
@@ -28,6 +32,12 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     pub snapshot_revision: String,
     pub source_ip: Option<String>,
+    /// The access key that signed the request, when it was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// AWS's error code when the call failed or was not authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 /// Where and how the audit log is written.
@@ -211,7 +221,8 @@ mod tests {
             matched_statements: vec![],
             reason: None,
             snapshot_revision: "r1+1".into(),
-            source_ip: None,
+            event_name: "Authorize".into(),
+            ..AuditRecord::default()
         }
     }
 

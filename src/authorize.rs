@@ -1,11 +1,17 @@
 //! The hot path of the sidecar: a request, the current snapshot, a decision.
 //!
 //! It resolves the principal in the snapshot's directory, fills the context keys iamd knows
-//! (the principal's identity and tags, the resource's tags) over anything the caller claimed,
-//! picks the applicable policies and runs the engine. Nothing here touches the store or takes a
-//! lock.
+//! (the principal's identity and tags, the resource's tags, and for an authenticated caller its
+//! session, MFA and transport) over anything the caller claimed, picks the applicable policies
+//! and runs the engine. Nothing here touches the store or takes a lock.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::credentials::session::SessionIdentity;
+use crate::credentials::{Authenticated, Session};
 use crate::eval::{self, Context, Decision, Explanation, PolicySet, Principal, Request};
+use crate::policy::Policy;
 use crate::snapshot::{EntityKind, PrincipalEntry, Snapshot, lookup_key};
 
 /// Largest context accepted: keys, values per key, bytes per value.
@@ -28,12 +34,26 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
 /// What the caller asks.
 #[derive(Debug)]
 pub struct Query<'a> {
+    /// The principal the caller names; ignored when `verified` is given.
     pub principal: &'a str,
     pub action: &'a str,
     pub resource: &'a str,
     pub resource_account: &'a str,
     pub context: Context,
     pub explain: bool,
+    /// The authenticated signer of the request, when the request was signed.
+    pub verified: Option<Verified<'a>>,
+}
+
+/// A caller established by its signature, and what the service saw of its request.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    pub caller: &'a Authenticated,
+    /// `aws:SourceIp`.
+    pub source_ip: Option<&'a str>,
+    /// `aws:SecureTransport`.
+    pub secure_transport: bool,
+    pub now: jiff::Timestamp,
 }
 
 /// A decision, with its explanation when asked for (and always for a deny decided before
@@ -69,7 +89,11 @@ pub fn check_context_size(keys: usize, longest: usize, largest: usize) -> Result
 
 /// Decides `query` against `snapshot`.
 pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidField> {
-    let principal = Principal::parse(query.principal).map_err(|e| invalid("principal", e.to_string()))?;
+    let principal_arn: Cow<'_, str> = match &query.verified {
+        Some(verified) => verified.caller.principal_arn().into(),
+        None => query.principal.into(),
+    };
+    let principal = Principal::parse(&principal_arn).map_err(|e| invalid("principal", e.to_string()))?;
     // Without an explicit owner, a resource belongs to the account in its ARN or, for ARNs
     // without one (S3), to the account this sidecar serves: never to the caller's own account,
     // which would turn a cross-account request into a same-account one.
@@ -97,8 +121,12 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
             return Ok(refuse(&request, reason));
         }
     };
+    let session = query.verified.as_ref().and_then(|v| v.caller.session());
     let mut context = query.context;
     fill_context(&mut context, &principal, entry, snapshot, query.resource);
+    if let Some(verified) = &query.verified {
+        fill_authenticated(&mut context, verified, entry);
+    }
     context.insert("aws:ResourceAccount", [owner]);
     let request = Request::new(principal, query.action, query.resource)
         .map_err(request_error)?
@@ -107,6 +135,15 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     if let Some(reason) = entry.and_then(|e| e.unresolved.as_deref()) {
         return Ok(refuse(&request, reason.to_string()));
     }
+    if let Some(session) = session
+        && let Some(reason) = outlived(session, entry)
+    {
+        return Ok(refuse(&request, reason));
+    }
+    let session_policies = match session.map(|s| session_policies(snapshot, s)).transpose() {
+        Ok(policies) => policies.flatten(),
+        Err(reason) => return Ok(refuse(&request, reason)),
+    };
     let request = request.with_context(context);
     let principal = request.principal();
     let bundle = &snapshot.bundle;
@@ -122,7 +159,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
         identity: entry.map_or(&[], |e| e.identity.as_slice()),
         resource: resource_policy,
         permissions_boundary: entry.and_then(|e| e.boundary.as_deref()),
-        session: None,
+        session: session_policies.as_deref(),
         scps: principal.account().and_then(|a| bundle.scps(a)).map(|levels| levels.as_slice()),
         rcps: resource_account.and_then(|a| bundle.rcps(a)).map(|levels| levels.as_slice()),
     };
@@ -182,7 +219,7 @@ fn refuse(request: &Request, reason: String) -> Answer {
         decision: Decision::ImplicitDeny,
         deciding_layer: None,
         reason: format!(
-            "{} is not authorized to perform: {} on resource: {} because {reason}",
+            "User: {} is not authorized to perform: {} on resource: {} because {reason}",
             request.principal().display(),
             request.action(),
             request.resource()
@@ -268,6 +305,90 @@ fn fill_context(
             context.insert(&format!("aws:ResourceTag/{}", tag.key), [tag.value.as_str()]);
         }
     }
+}
+
+/// Keys that describe how the caller authenticated: for a signed request iamd knows them, and a
+/// caller's claims are discarded.
+const AUTHENTICATION_KEYS: &[&str] = &[
+    "aws:multifactorauthpresent",
+    "aws:multifactorauthage",
+    "aws:tokenissuetime",
+    "aws:sourceidentity",
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:securetransport",
+    "aws:sourceip",
+    "aws:federatedprovider",
+];
+
+/// The context keys of an authenticated caller, as AWS sets them: MFA keys only for temporary
+/// credentials (a long-term access key carries no MFA), session tags over the role's tags.
+fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Option<&PrincipalEntry>) {
+    for key in AUTHENTICATION_KEYS {
+        context.remove_prefix(key);
+    }
+    let now = verified.now;
+    context.insert("aws:CurrentTime", [now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()]);
+    context.insert("aws:EpochTime", [now.as_second().to_string()]);
+    context.insert("aws:SecureTransport", [if verified.secure_transport { "true" } else { "false" }]);
+    if let Some(ip) = verified.source_ip.filter(|ip| !ip.is_empty()) {
+        context.insert("aws:SourceIp", [ip]);
+    }
+    let caller = verified.caller;
+    if caller.is_root() {
+        context.insert("aws:userid", [caller.account()]);
+    }
+    let Some(session) = caller.session() else { return };
+    let issued = jiff::Timestamp::from_second(session.issued).unwrap_or(now);
+    context.insert("aws:TokenIssueTime", [issued.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()]);
+    context.insert(
+        "aws:MultiFactorAuthPresent",
+        [if session.mfa_authenticated.is_some() { "true" } else { "false" }],
+    );
+    if let Some(at) = session.mfa_authenticated {
+        context.insert("aws:MultiFactorAuthAge", [(now.as_second() - at).max(0).to_string()]);
+    }
+    if let Some(source_identity) = &session.source_identity {
+        context.insert("aws:SourceIdentity", [source_identity.as_str()]);
+    }
+    if entry.is_some() {
+        context.insert("aws:userid", [session.user_id()]);
+    }
+    for tag in &session.tags {
+        context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
+    }
+}
+
+/// A session outlives its principal if the user or role was deleted (and perhaps recreated
+/// under the same name: the unique id tells them apart, as in AWS).
+fn outlived(session: &Session, entry: Option<&PrincipalEntry>) -> Option<String> {
+    let expected = match &session.identity {
+        SessionIdentity::Role { id, .. } | SessionIdentity::User { id, .. } => id,
+        SessionIdentity::Root => return None,
+    };
+    match entry {
+        Some(entry) if entry.who.id == *expected => None,
+        _ => Some("the session's role or user no longer exists".to_string()),
+    }
+}
+
+/// The session's policies: its inline policy and its managed policies from the bundle. `None`
+/// when the session has none (it is then not capped).
+fn session_policies(snapshot: &Snapshot, session: &Session) -> Result<Option<Vec<Arc<Policy>>>, String> {
+    if session.policy.is_none() && session.policy_arns.is_empty() {
+        return Ok(None);
+    }
+    let mut policies = Vec::with_capacity(1 + session.policy_arns.len());
+    if let Some(inline) = session.inline_policy()? {
+        policies.push(inline.clone());
+    }
+    for arn in &session.policy_arns {
+        match snapshot.bundle.managed_policy(arn) {
+            Some(policy) => policies.push(policy.clone()),
+            None => return Err(format!("the session policy {arn} is missing from the bundle")),
+        }
+    }
+    Ok(Some(policies))
 }
 
 /// The trust policy of the stored role named by `resource`.

@@ -31,6 +31,21 @@ pub struct FileConfig {
     pub audit: Option<AuditFile>,
     pub log: Option<LogFile>,
     pub telemetry: Option<TelemetryFile>,
+    pub credentials: Option<CredentialsFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsFile {
+    /// The master key file (one base64 key per line, the first seals). Created with one new key
+    /// if missing. `IAMD_MASTER_KEYS` (the same lines, or comma-separated) wins over it.
+    pub master_key_file: Option<PathBuf>,
+    /// Recent signatures remembered to refuse a replayed request; 0 accepts replays within the
+    /// 15 minutes a signature is valid, as AWS does.
+    pub replay_cache_entries: Option<usize>,
+    /// Where to write the root's access key when iamd creates it at first start, instead of
+    /// printing it on standard output.
+    pub root_credentials_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -104,6 +119,26 @@ pub struct Config {
     /// `None` disables the audit log.
     pub audit: Option<crate::audit::AuditConfig>,
     pub telemetry: crate::telemetry::TelemetryConfig,
+    pub master_keys: MasterKeys,
+    pub replay_cache_entries: usize,
+    pub root_credentials_file: Option<PathBuf>,
+}
+
+/// Where the master keys come from.
+#[derive(Clone)]
+pub enum MasterKeys {
+    /// The keys themselves, from `IAMD_MASTER_KEYS`.
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeys::Inline(_) => f.write_str("Inline(..)"),
+            MasterKeys::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -116,6 +151,10 @@ pub struct Overrides {
     pub account: Option<String>,
     pub no_audit: bool,
     pub otlp_endpoint: Option<String>,
+    /// `IAMD_MASTER_KEYS`.
+    pub master_keys: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub root_credentials_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -143,6 +182,13 @@ impl Config {
                 return Err(invalid(format!("log format `{other}` is unknown: expected `text` or `json`")));
             }
         };
+        let credentials = file.credentials.unwrap_or_default();
+        let master_keys =
+            match (overrides.master_keys, overrides.master_key_file.or(credentials.master_key_file)) {
+                (Some(keys), _) => MasterKeys::Inline(keys),
+                (None, Some(path)) => MasterKeys::File(path),
+                (None, None) => MasterKeys::File(data.with_extension("keys")),
+            };
         let telemetry_file = file.telemetry.unwrap_or_default();
         let telemetry = crate::telemetry::TelemetryConfig {
             otlp_endpoint: overrides.otlp_endpoint.or(telemetry_file.otlp_endpoint),
@@ -172,6 +218,9 @@ impl Config {
             batch_size: limits.batch_size.unwrap_or(1_000),
             audit,
             telemetry,
+            master_keys,
+            replay_cache_entries: credentials.replay_cache_entries.unwrap_or(1_000_000),
+            root_credentials_file: overrides.root_credentials_file.or(credentials.root_credentials_file),
         })
     }
 }

@@ -13,7 +13,9 @@
 pub mod audit;
 pub mod authorize;
 pub mod bundle;
+pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod eval;
 pub mod iam;
 pub mod policy;

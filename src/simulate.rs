@@ -124,7 +124,7 @@ pub struct Case {
     pub identity: Vec<Arc<Policy>>,
     pub resource: Option<Policy>,
     pub permissions_boundary: Option<Policy>,
-    pub session: Option<Policy>,
+    pub session: Option<Vec<Arc<Policy>>>,
     pub scps: Option<Vec<Vec<Arc<Policy>>>>,
     pub rcps: Option<Vec<Vec<Arc<Policy>>>>,
 }
@@ -169,7 +169,7 @@ impl Case {
             identity,
             resource: optional_policy(case, "resource_policy", request.resource_policy_kind())?,
             permissions_boundary: optional_policy(case, "permission_boundary", PolicyKind::Boundary)?,
-            session: optional_policy(case, "session_policy", PolicyKind::Session)?,
+            session: optional_policy(case, "session_policy", PolicyKind::Session)?.map(|p| vec![Arc::new(p)]),
             scps: levels(case, "scps", PolicyKind::Scp)?,
             rcps: levels(case, "rcps", PolicyKind::Rcp)?,
             request,
@@ -181,7 +181,7 @@ impl Case {
             identity: &self.identity,
             resource: self.resource.as_ref(),
             permissions_boundary: self.permissions_boundary.as_ref(),
-            session: self.session.as_ref(),
+            session: self.session.as_deref(),
             scps: self.scps.as_deref(),
             rcps: self.rcps.as_deref(),
         }

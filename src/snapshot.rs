@@ -43,12 +43,31 @@ pub struct PrincipalEntry {
     pub unresolved: Option<String>,
 }
 
+/// Who an access key belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyOwner {
+    User { account: String, name: String, arn: String },
+    Root { account: String },
+}
+
+/// An access key as the hot path needs it.
+#[derive(Debug)]
+pub struct AccessKeyEntry {
+    pub owner: KeyOwner,
+    pub active: bool,
+    /// `None` when the stored secret cannot be opened with the configured master keys (the key
+    /// then authenticates nothing).
+    pub secret: Option<crate::credentials::Secret>,
+}
+
 /// Principals and resource tags, as persistent maps: publishing after a write shares all
 /// unchanged entries with the previous snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     pub principals: imbl::HashMap<Arc<str>, Arc<PrincipalEntry>>,
     pub resource_tags: imbl::HashMap<Arc<str>, Arc<[Tag]>>,
+    /// Access keys by id.
+    pub access_keys: imbl::HashMap<Arc<str>, Arc<AccessKeyEntry>>,
 }
 
 /// The key of a user or role in the directory.

@@ -1,21 +1,26 @@
 //! Durable storage of identities in sled.
 //!
 //! Everything lives in one tree under prefixed keys (`user/ACCOUNT/name`, `group/...`,
-//! `role/...`, `rtag/ARN`), so that every change, however many records it touches, is one atomic
+//! `role/...`, `rtag/ARN`, `akey/ID`), so that every change, however many records it touches, is one atomic
 //! batch. A batch is flushed before the call returns: once an admin call is acknowledged, a
 //! crash of the process loses nothing. Nothing outside this module knows the key layout.
+//!
+//! When access keys were last used is bookkeeping, not state: it goes to a second tree, is
+//! written without waiting for the disk, and is not exported.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::iam::model::{Group, ResourceTags, Role, StateDocument, User};
+use crate::iam::model::{AccessKey, Group, LastUsed, ResourceTags, Role, StateDocument, User};
 
 /// The layout of the data directory this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const CACHE_BYTES: u64 = 16 << 20;
+const PREFIXES: [&str; 5] = ["user/", "group/", "role/", "rtag/", "akey/"];
+const LAST_USED_TREE: &[u8] = b"last-used";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,10 +61,13 @@ pub enum Write {
     DeleteRole { account: String, name: String },
     PutResourceTags(ResourceTags),
     DeleteResourceTags { arn: String },
+    PutAccessKey(AccessKey),
+    DeleteAccessKey { id: String },
 }
 
 pub struct Store {
     db: sled::Db,
+    last_used: sled::Tree,
 }
 
 fn entity_key(kind: &str, account: &str, name: &str) -> Vec<u8> {
@@ -102,7 +110,8 @@ impl Store {
                 db.flush()?;
             }
         }
-        Ok(Store { db })
+        let last_used = db.open_tree(LAST_USED_TREE)?;
+        Ok(Store { db, last_used })
     }
 
     /// Reads everything stored.
@@ -124,6 +133,7 @@ impl Store {
             groups: read(&self.db, "group/")?,
             roles: read(&self.db, "role/")?,
             resource_tags: read(&self.db, "rtag/")?,
+            access_keys: read(&self.db, "akey/")?,
         })
     }
 
@@ -151,6 +161,10 @@ impl Store {
                     batch.insert(format!("rtag/{}", tags.arn).into_bytes(), encode(tags))
                 }
                 Write::DeleteResourceTags { arn } => batch.remove(format!("rtag/{arn}").into_bytes()),
+                Write::PutAccessKey(key) => {
+                    batch.insert(format!("akey/{}", key.id).into_bytes(), encode(key))
+                }
+                Write::DeleteAccessKey { id } => batch.remove(format!("akey/{id}").into_bytes()),
             }
         }
         self.db.apply_batch(batch)?;
@@ -162,12 +176,38 @@ impl Store {
     /// them.
     pub fn replace_all(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for prefix in ["user/", "group/", "role/", "rtag/"] {
+        for prefix in PREFIXES {
             for key in self.db.scan_prefix(prefix).keys() {
                 batch.remove(key?);
             }
         }
         self.commit(batch, writes)
+    }
+
+    /// Records when access keys were last used. Written without a flush: sled's background
+    /// flush makes it durable within half a second, and losing the last moments of it in a
+    /// crash is acceptable for bookkeeping.
+    pub fn record_last_used(&self, entries: &[(String, LastUsed)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (id, used) in entries {
+            batch.insert(id.as_bytes(), encode(used));
+        }
+        self.last_used.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn last_used(&self, id: &str) -> Result<Option<LastUsed>, StoreError> {
+        match self.last_used.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { key: format!("last-used/{id}"), message: e.to_string() }),
+        }
+    }
+
+    pub fn forget_last_used(&self, id: &str) -> Result<(), StoreError> {
+        self.last_used.remove(id.as_bytes())?;
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {

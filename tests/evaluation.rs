@@ -269,7 +269,7 @@ fn explanations_name_statements_and_layers() {
     assert_eq!(
         denied.reason,
         format!(
-            "{ALICE} is not authorized to perform: s3:GetObject on resource: {BUCKET_KEY} because no identity-based policy allows the s3:GetObject action"
+            "User: {ALICE} is not authorized to perform: s3:GetObject on resource: {BUCKET_KEY} because no identity-based policy allows the s3:GetObject action"
         )
     );
 }

@@ -26,6 +26,7 @@ fn request(principal: &str, action: &str, resource: &str) -> proto::AuthorizeReq
         resource_account: String::new(),
         context: HashMap::new(),
         explain: false,
+        signed_request: None,
     }
 }
 
@@ -544,10 +545,16 @@ async fn sigterm_stops_cleanly_and_export_import_round_trip() {
     sidecar.signal("TERM");
     let status = sidecar.wait_exit(Duration::from_secs(10)).expect("iamd stops after SIGTERM");
     assert!(status.success(), "{status:?}");
-    let audit = std::fs::read_to_string(data.path().join("audit.jsonl")).unwrap();
-    let record: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    let audit = std::fs::read_to_string(data.path().join("store/audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let record = records.iter().rev().find(|r| r["eventName"] == "Authorize").unwrap();
     assert_eq!(record["action"], "s3:GetObject");
     assert_eq!(record["decision"], "ImplicitDeny");
+    // Admin writes are audited too, with the caller and its access key.
+    let export = records.iter().rev().find(|r| r["eventName"] == "Export").unwrap();
+    assert_eq!(export["principal"], "arn:aws:iam::111122223333:root");
+    assert_eq!(export["accessKeyId"], sidecar.root.access_key_id.as_str());
+    assert!(!audit.contains(&sidecar.root.secret_access_key), "no secret in the audit log");
 
     let other = temp_dir();
     let sidecar = Sidecar::start(other.path(), None, &["--no-audit"]);

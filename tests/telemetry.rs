@@ -68,6 +68,7 @@ fn authorize() -> proto::AuthorizeRequest {
         resource_account: String::new(),
         context: HashMap::new(),
         explain: false,
+        signed_request: None,
     }
 }
 

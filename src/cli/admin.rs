@@ -4,9 +4,33 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
+use iamd::client::SigningChannel;
+use iamd::credentials::sigv4::SigningCredentials;
 use iamd::proto::{self, admin_client::AdminClient};
+
+/// The caller's credentials: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and
+/// `AWS_SESSION_TOKEN`) as for the aws CLI, or a file of those lines in `IAMD_CREDENTIALS_FILE`.
+pub fn credentials() -> Result<SigningCredentials> {
+    if let Some(credentials) = iamd::client::credentials_from_env() {
+        return Ok(credentials);
+    }
+    if let Some(path) = std::env::var_os("IAMD_CREDENTIALS_FILE") {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read IAMD_CREDENTIALS_FILE `{}`", path.to_string_lossy()))?;
+        return iamd::client::credentials_from_file(&text).with_context(|| {
+            format!(
+                "`{}` does not hold AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines",
+                path.to_string_lossy()
+            )
+        });
+    }
+    bail!(
+        "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for \
+         temporary credentials), or IAMD_CREDENTIALS_FILE to a file of those lines; the root's are shown \
+         once, when iamd first starts"
+    )
+}
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -169,6 +193,34 @@ enum AdminCommand {
     TagResource(TagArgs<ResourceArn>),
     UntagResource(UntagArgs<ResourceArn>),
     ListResourceTags(ResourceArn),
+    /// Create an access key for a user (or for yourself); the secret is shown only now
+    CreateAccessKey {
+        #[arg(long, default_value = "")]
+        user_name: String,
+    },
+    ListAccessKeys {
+        #[arg(long, default_value = "")]
+        user_name: String,
+    },
+    UpdateAccessKey {
+        #[arg(long, default_value = "")]
+        user_name: String,
+        #[arg(long)]
+        access_key_id: String,
+        /// Active or Inactive
+        #[arg(long)]
+        status: String,
+    },
+    DeleteAccessKey {
+        #[arg(long, default_value = "")]
+        user_name: String,
+        #[arg(long)]
+        access_key_id: String,
+    },
+    GetAccessKeyLastUsed {
+        #[arg(long)]
+        access_key_id: String,
+    },
     /// Re-read the policy bundle now
     Reload,
     /// Snapshot revision, counts, reload results
@@ -307,9 +359,7 @@ fn attached_json(a: proto::AttachedPolicies) -> Value {
 /// Runs an admin command; `None` output means the call returns nothing (as the aws CLI prints
 /// nothing).
 pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .with_context(|| format!("`{}` is not a valid endpoint URL", args.endpoint))?
-        .connect()
+    let channel = SigningChannel::connect(&args.endpoint, credentials()?, "iam")
         .await
         .with_context(|| format!("cannot connect to the iamd admin API at {}", args.endpoint))?;
     let mut client = AdminClient::new(channel);
@@ -345,8 +395,69 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
     };
     let policy_names = |p: proto::PolicyNames| json!({"PolicyNames": p.policy_names});
     let tag_list = |t: proto::Tags| json!({"Tags": tags_json(&t.tags)});
+    let key_json = |k: &proto::AccessKey| {
+        let mut value = json!({
+            "UserName": k.user_name,
+            "AccessKeyId": k.access_key_id,
+            "Status": k.status,
+            "CreateDate": k.create_date,
+        });
+        if !k.secret_access_key.is_empty() {
+            value["SecretAccessKey"] = json!(k.secret_access_key);
+        }
+        value
+    };
     use AdminCommand as C;
     let output = match args.command {
+        C::CreateAccessKey { user_name } => {
+            let key = client
+                .create_access_key(proto::AccessKeyOwner { user_name, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"AccessKey": key_json(&key)}))
+        }
+        C::ListAccessKeys { user_name } => {
+            let keys = client
+                .list_access_keys(proto::AccessKeyOwner { user_name, account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(
+                json!({"AccessKeyMetadata": keys.access_key_metadata.iter().map(key_json).collect::<Vec<_>>()}),
+            )
+        }
+        C::UpdateAccessKey { user_name, access_key_id, status } => client
+            .update_access_key(proto::UpdateAccessKeyRequest {
+                user_name,
+                access_key_id,
+                status,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::DeleteAccessKey { user_name, access_key_id } => client
+            .delete_access_key(proto::AccessKeyRequest {
+                user_name,
+                access_key_id,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::GetAccessKeyLastUsed { access_key_id } => {
+            let used = client
+                .get_access_key_last_used(proto::AccessKeyRequest {
+                    user_name: String::new(),
+                    access_key_id,
+                    account_id: account.clone(),
+                })
+                .await?
+                .into_inner();
+            let last = used.access_key_last_used.unwrap_or_default();
+            let mut last_json = json!({"ServiceName": last.service_name, "Region": last.region});
+            if !last.last_used_date.is_empty() {
+                last_json["LastUsedDate"] = json!(last.last_used_date);
+            }
+            Some(json!({"UserName": used.user_name, "AccessKeyLastUsed": last_json}))
+        }
         C::CreateUser { user_name, path, tags, permissions_boundary } => {
             let user = client
                 .create_user(proto::CreateUserRequest {

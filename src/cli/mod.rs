@@ -41,6 +41,14 @@ pub struct ServeArgs {
     /// Export traces and metrics to this OTLP/gRPC collector (off by default)
     #[arg(long, env = "IAMD_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Master key file: base64 keys, one per line, the first seals [default: DATA.keys,
+    /// created if missing]. The keys themselves may instead be given in IAMD_MASTER_KEYS.
+    #[arg(long, env = "IAMD_MASTER_KEY_FILE", value_name = "FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Write the root's access key, when it is created at first start, to this new file
+    /// (readable by its owner only) instead of printing it
+    #[arg(long, env = "IAMD_ROOT_CREDENTIALS_FILE", value_name = "FILE")]
+    root_credentials_file: Option<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -56,6 +64,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         account: args.account,
         no_audit: args.no_audit,
         otlp_endpoint: args.otlp_endpoint,
+        // Only from the environment: a flag would show the keys in the process list.
+        master_keys: std::env::var("IAMD_MASTER_KEYS").ok().filter(|keys| !keys.trim().is_empty()),
+        master_key_file: args.master_key_file,
+        root_credentials_file: args.root_credentials_file,
     };
     let config = Config::resolve(file, overrides)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -138,6 +150,7 @@ pub async fn check(args: CheckArgs) -> Result<Value> {
             resource_account: args.resource_account,
             context,
             explain: args.explain,
+            signed_request: None,
         })
         .await?
         .into_inner();

@@ -42,7 +42,8 @@ pub struct PolicySet<'a> {
     /// The resource's resource-based policy (bucket policy, key policy, trust policy, ...).
     pub resource: Option<&'a Policy>,
     pub permissions_boundary: Option<&'a Policy>,
-    pub session: Option<&'a Policy>,
+    /// Session policies (inline and managed): together they cap the session's permissions.
+    pub session: Option<&'a [Arc<Policy>]>,
     /// Service control policies of the principal's account, one list per level of the
     /// organisation path, root first. `None` when the account is not governed by SCPs.
     pub scps: Option<&'a [Vec<Arc<Policy>>]>,
@@ -124,7 +125,7 @@ impl<'r, 'm> Evaluation<'r, 'm> {
         };
         let resource = policies.resource.map(|p| self.scan(p, Layer::Resource));
         let boundary = policies.permissions_boundary.map(|p| self.scan(p, Layer::PermissionsBoundary));
-        let session = policies.session.map(|p| self.scan(p, Layer::SessionPolicy));
+        let session = policies.session.map(|p| self.scan_all(p, Layer::SessionPolicy));
         // SCPs govern principals of member accounts; RCPs govern access to member accounts'
         // resources by anyone but AWS services acting as themselves.
         let scp_gap = match policies.scps {

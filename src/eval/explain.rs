@@ -105,8 +105,9 @@ impl Explanation {
         matched_statements: Vec<MatchedStatement>,
     ) -> Self {
         let action = request.action();
+        // AWS's access denied messages name every kind of principal as "User: ARN".
         let who = format!(
-            "{} {} perform: {action} on resource: {}",
+            "User: {} {} perform: {action} on resource: {}",
             request.principal().display(),
             if decision.is_allowed() { "is authorized to" } else { "is not authorized to" },
             request.resource()

@@ -6,6 +6,7 @@
 //! snapshot before the call returns: the next decision sees it.
 
 pub mod error;
+mod keys;
 pub mod model;
 pub mod validate;
 
@@ -13,12 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::IamError;
-use model::{Group, ResourceTags, Role, StateDocument, Tag, User};
+use model::{AccessKey, Group, ResourceTags, Role, StateDocument, Tag, User};
 use validate::NameKind;
 
 use crate::bundle::Bundle;
+use crate::credentials::KeyRing;
 use crate::policy::{self, Policy, PolicyKind};
-use crate::snapshot::{Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, Who, principal_key};
+use crate::snapshot::{
+    AccessKeyEntry, Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, Who, principal_key,
+};
 use crate::store::{SCHEMA_VERSION, Store, StoreError, Write};
 
 type Key = (String, String);
@@ -93,15 +97,33 @@ fn compiled_role(role: Role) -> Compiled<Role> {
     Compiled { record: role, inline, who: Some(Arc::new(who)), trust, problem }
 }
 
-#[derive(Default)]
 struct State {
     users: BTreeMap<Key, Compiled<User>>,
     groups: BTreeMap<Key, Compiled<Group>>,
     roles: BTreeMap<Key, Compiled<Role>>,
     resource_tags: BTreeMap<String, Vec<Tag>>,
+    /// Access keys by id, with their opened secrets.
+    access_keys: BTreeMap<String, (AccessKey, Arc<AccessKeyEntry>)>,
+    keyring: Arc<KeyRing>,
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
     generation: u64,
+}
+
+impl State {
+    fn new(keyring: Arc<KeyRing>) -> State {
+        State {
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            resource_tags: BTreeMap::new(),
+            access_keys: BTreeMap::new(),
+            keyring,
+            bundle: None,
+            directory: Directory::default(),
+            generation: 0,
+        }
+    }
 }
 
 /// Counts for status.
@@ -111,6 +133,7 @@ pub struct Counts {
     pub groups: usize,
     pub roles: usize,
     pub resource_tags: usize,
+    pub access_keys: usize,
 }
 
 pub struct Iam {
@@ -158,9 +181,14 @@ fn unique_id(prefix: &str) -> String {
 
 impl Iam {
     /// Loads the stored identities and prepares to publish snapshots into `snapshot`.
-    pub fn open(store: Store, snapshot: SharedSnapshot, default_account: String) -> Result<Iam, StoreError> {
+    pub fn open(
+        store: Store,
+        snapshot: SharedSnapshot,
+        default_account: String,
+        keyring: Arc<KeyRing>,
+    ) -> Result<Iam, StoreError> {
         let document = store.load()?;
-        let iam = Iam { store, state: Mutex::new(State::default()), snapshot, default_account };
+        let iam = Iam { store, state: Mutex::new(State::new(keyring)), snapshot, default_account };
         {
             let mut state = iam.lock();
             load_stored(&mut state, document);
@@ -196,6 +224,19 @@ impl Iam {
         rebuild(&mut state, &self.snapshot);
     }
 
+    /// The ARN of a user, group or role: with its stored path if it exists, else with `/`
+    /// (the ARN a call that creates it, or fails to find it, is authorized on).
+    pub fn entity_arn(&self, kind: Entity, account: &str, name: &str) -> String {
+        let account = if account.is_empty() { self.default_account.as_str() } else { account };
+        let state = self.lock();
+        let stored = match kind {
+            Entity::User => user_of(&state, account, name).map(|u| u.record.arn()),
+            Entity::Group => group_of(&state, account, name).map(|g| g.record.arn()),
+            Entity::Role => role_of(&state, account, name).map(|r| r.record.arn()),
+        };
+        stored.unwrap_or_else(|_| format!("arn:aws:iam::{account}:{}/{name}", kind.label()))
+    }
+
     pub fn counts(&self) -> Counts {
         let state = self.lock();
         Counts {
@@ -203,6 +244,7 @@ impl Iam {
             groups: state.groups.len(),
             roles: state.roles.len(),
             resource_tags: state.resource_tags.len(),
+            access_keys: state.access_keys.len(),
         }
     }
 
@@ -295,6 +337,7 @@ impl Iam {
             (!user.inline.is_empty(), "inline policies"),
             (!user.attached.is_empty(), "attached policies"),
             (!user.groups.is_empty(), "group memberships"),
+            (keys::owned_by(&state, account, Some(&user.name)).next().is_some(), "access keys"),
         ]
         .into_iter()
         .filter_map(|(present, what)| present.then_some(what))
@@ -704,6 +747,13 @@ impl Iam {
                 .iter()
                 .map(|(arn, tags)| ResourceTags { arn: arn.clone(), tags: tags.clone() })
                 .collect(),
+            // The root's keys belong to this instance: they are neither exported nor imported.
+            access_keys: state
+                .access_keys
+                .values()
+                .filter(|(key, _)| key.user.is_some())
+                .map(|(key, _)| key.clone())
+                .collect(),
         }
     }
 
@@ -715,12 +765,23 @@ impl Iam {
                 document.schema_version
             )));
         }
-        let mut fresh = State::default();
+        let mut state = self.lock();
+        let mut fresh = State::new(state.keyring.clone());
         let mut document = document;
         for user in &mut document.users {
             user.groups = user.groups.iter().map(|g| g.to_ascii_lowercase()).collect();
         }
         load_document(&mut fresh, document.clone())?;
+        let root_keys: Vec<AccessKey> = state
+            .access_keys
+            .values()
+            .filter(|(key, _)| key.user.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &root_keys {
+            let entry = keys::entry(&fresh, key);
+            fresh.access_keys.insert(key.id.clone(), (key.clone(), entry));
+        }
         let writes: Vec<Write> = document
             .users
             .into_iter()
@@ -728,8 +789,8 @@ impl Iam {
             .chain(document.groups.into_iter().map(Write::PutGroup))
             .chain(document.roles.into_iter().map(Write::PutRole))
             .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
+            .chain(document.access_keys.into_iter().chain(root_keys).map(Write::PutAccessKey))
             .collect();
-        let mut state = self.lock();
         let stored = self.store.replace_all(&writes);
         if let Err(e) = stored {
             return Err(match e {
@@ -749,6 +810,7 @@ impl Iam {
             groups: fresh.groups.len(),
             roles: fresh.roles.len(),
             resource_tags: fresh.resource_tags.len(),
+            access_keys: fresh.access_keys.len(),
         };
         fresh.bundle = state.bundle.take();
         fresh.generation = state.generation;
@@ -827,7 +889,7 @@ pub enum Entity {
 }
 
 impl Entity {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Entity::User => "user",
             Entity::Group => "group",
@@ -953,6 +1015,17 @@ fn load_stored(state: &mut State, document: StateDocument) {
     for tags in document.resource_tags {
         state.resource_tags.insert(tags.arn, tags.tags);
     }
+    for key in document.access_keys {
+        let entry = keys::entry(state, &key);
+        if entry.secret.is_none() {
+            tracing::warn!(
+                access_key_id = %key.id,
+                "the secret of this access key cannot be opened with the configured master keys; \
+                 it authenticates nothing until the master key that sealed it is configured again"
+            );
+        }
+        state.access_keys.insert(key.id.clone(), (key, entry));
+    }
 }
 
 /// Fills `state` from an imported document, refusing anything the admin API would refuse.
@@ -994,6 +1067,11 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
     }
     for tags in document.resource_tags {
         state.resource_tags.insert(tags.arn, tags.tags);
+    }
+    for key in document.access_keys {
+        keys::check_imported(state, &key)?;
+        let entry = keys::entry(state, &key);
+        state.access_keys.insert(key.id.clone(), (key, entry));
     }
     Ok(())
 }
@@ -1046,6 +1124,15 @@ fn apply(state: &mut State, write: Write) {
             state.directory.resource_tags.remove(arn.as_str());
             state.resource_tags.remove(&arn);
         }
+        Write::PutAccessKey(key) => {
+            let entry = keys::entry(state, &key);
+            state.directory.access_keys.insert(key.id.as_str().into(), entry.clone());
+            state.access_keys.insert(key.id.clone(), (key, entry));
+        }
+        Write::DeleteAccessKey { id } => {
+            state.directory.access_keys.remove(id.as_str());
+            state.access_keys.remove(&id);
+        }
     }
 }
 
@@ -1066,6 +1153,9 @@ fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
     }
     for (arn, tags) in &state.resource_tags {
         directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
+    }
+    for (id, (_, entry)) in &state.access_keys {
+        directory.access_keys.insert(id.as_str().into(), entry.clone());
     }
     let old_directory = std::mem::replace(&mut state.directory, directory);
     let previous = publish(state, snapshot);

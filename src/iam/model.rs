@@ -94,6 +94,44 @@ impl Role {
     }
 }
 
+/// Whether an access key can sign requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyStatus {
+    Active,
+    Inactive,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "Active",
+            KeyStatus::Inactive => "Inactive",
+        }
+    }
+}
+
+/// A long-term access key of a user, or of the account root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    /// `AKIA` and 16 characters.
+    pub id: String,
+    pub account: String,
+    /// The owning user's name; `None` for a key of the account root.
+    pub user: Option<String>,
+    pub status: KeyStatus,
+    pub created: String,
+    /// The secret access key sealed with the master key (base64): never stored in the clear.
+    pub sealed_secret: String,
+}
+
+/// When and where an access key was last used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUsed {
+    pub date: String,
+    pub service: String,
+    pub region: String,
+}
+
 /// Everything iamd stores: the format of `iamd admin export` and `import`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDocument {
@@ -106,4 +144,8 @@ pub struct StateDocument {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub resource_tags: Vec<ResourceTags>,
+    /// Access keys with their secrets sealed: an export opens only where the same master key
+    /// is configured.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKey>,
 }

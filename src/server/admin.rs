@@ -1,4 +1,6 @@
-//! The `iamd.v1.Admin` service: a thin layer over [`Iam`], which holds the rules.
+//! The `iamd.v1.Admin` service: a thin layer over [`Iam`], which holds the rules. Every call is
+//! authorized first, by iamd's own engine, as the IAM action of the same name on its target's
+//! ARN, with the caller the authentication layer established.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +10,13 @@ use tonic::{Request, Response, Status};
 
 use super::Core;
 use super::convert::{self, iam_status, proto_tags, tags};
-use crate::iam::model::{Group, Role, StateDocument, User};
+use crate::audit::AuditRecord;
+use crate::authorize::{Query, Verified};
+use crate::credentials::session::SessionIdentity;
+use crate::credentials::sigv4::{AuthError, ErrorCode};
+use crate::credentials::{Authenticated, Caller};
+use crate::eval::Context;
+use crate::iam::model::{AccessKey, Group, KeyStatus, Role, StateDocument, User};
 use crate::iam::{Entity, Iam, IamError};
 use crate::proto::{self, admin_server::Admin};
 
@@ -21,22 +29,229 @@ impl AdminService {
         AdminService { core }
     }
 
-    /// Runs an identity operation off the async workers: writes wait for the disk.
-    async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T, Status>
+    /// Authorizes `call` for `caller`, then runs it off the async workers (writes wait for the
+    /// disk), and audits it if it changes anything, was refused, or was made by a root.
+    async fn run<T, F>(&self, caller: Option<Arc<Authenticated>>, call: Call, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Iam) -> Result<T, IamError> + Send + 'static,
     {
         let core = self.core.clone();
+        let operation = call.operation;
         let span = tracing::info_span!("admin", operation);
-        let result = tokio::task::spawn_blocking(move || span.in_scope(|| f(&core.iam)))
+        tokio::task::spawn_blocking(move || span.in_scope(|| core.admin_call(caller.as_deref(), call, f)))
             .await
-            .map_err(|_| Status::internal(format!("{operation} failed unexpectedly; nothing was changed")))?;
-        match &result {
-            Ok(_) => tracing::info!(operation, "admin call succeeded"),
-            Err(e) => tracing::info!(operation, code = e.code(), error = %e, "admin call refused"),
+            .map_err(|_| Status::internal(format!("{operation} failed unexpectedly; nothing was changed")))?
+    }
+}
+
+/// Who calls, taken from the request (the authentication layer put it there) before its
+/// message is.
+fn split<T>(request: Request<T>) -> (Option<Arc<Authenticated>>, T) {
+    let caller = request.extensions().get::<Arc<Authenticated>>().cloned();
+    (caller, request.into_inner())
+}
+
+/// What an admin call acts on; it becomes the resource ARN the call is authorized on.
+pub(super) enum Target {
+    /// A user, group or role by name (in `account`, empty for the default).
+    Entity(Entity, String, String),
+    /// A user, group or role about to be created with this path.
+    New(Entity, String, String, String),
+    /// The users, groups or roles under a path prefix.
+    Listing(Entity, String, String),
+    /// The owner of access keys: a user, or the root when the name is `None`.
+    KeyOwner(String, Option<String>),
+    /// The owner of one access key.
+    AccessKey(String),
+    /// Any resource, by ARN (resource tags).
+    Arn(String),
+    /// The sidecar itself (reload, status, export, import).
+    Sidecar,
+}
+
+impl Target {
+    fn arn(&self, iam: &Iam) -> String {
+        let or_default = |account: &str| {
+            if account.is_empty() { iam.default_account().to_string() } else { account.to_string() }
+        };
+        match self {
+            Target::Entity(kind, account, name) => iam.entity_arn(*kind, account, name),
+            Target::New(kind, account, path, name) => {
+                let path = if path.is_empty() { "/" } else { path };
+                format!("arn:aws:iam::{}:{}{path}{name}", or_default(account), kind.label())
+            }
+            Target::Listing(kind, account, prefix) => {
+                let prefix = if prefix.is_empty() { "/" } else { prefix };
+                format!("arn:aws:iam::{}:{}{prefix}*", or_default(account), kind.label())
+            }
+            Target::KeyOwner(account, Some(user)) => iam.entity_arn(Entity::User, account, user),
+            Target::KeyOwner(account, None) => format!("arn:aws:iam::{}:root", or_default(account)),
+            Target::AccessKey(id) => iam.access_key_owner_arn(id).unwrap_or_else(|| "*".to_string()),
+            Target::Arn(arn) => arn.clone(),
+            Target::Sidecar => "*".to_string(),
         }
-        result.map_err(iam_status)
+    }
+}
+
+/// An admin call: the action it is authorized as, its target and the request's condition keys
+/// (`iam:PolicyARN`, `iam:PermissionsBoundary`, `aws:RequestTag/*`, `aws:TagKeys`).
+pub(super) struct Call {
+    operation: &'static str,
+    action: String,
+    target: Target,
+    context: Context,
+}
+
+impl Call {
+    /// An IAM operation, authorized as `iam:OPERATION`.
+    fn iam(operation: &'static str, target: Target) -> Call {
+        Call { operation, action: format!("iam:{operation}"), target, context: Context::default() }
+    }
+
+    /// An operation of iamd's own, authorized as `iamd:OPERATION`.
+    fn iamd(operation: &'static str, target: Target) -> Call {
+        Call { operation, action: format!("iamd:{operation}"), target, context: Context::default() }
+    }
+
+    fn with(mut self, key: &str, value: &str) -> Call {
+        if !value.is_empty() {
+            self.context.insert(key, [value]);
+        }
+        self
+    }
+
+    fn with_tags(mut self, tags: &[proto::Tag]) -> Call {
+        for tag in tags {
+            self.context.insert(&format!("aws:RequestTag/{}", tag.key), [tag.value.as_str()]);
+        }
+        if !tags.is_empty() {
+            self.context.insert("aws:TagKeys", tags.iter().map(|t| t.key.as_str()));
+        }
+        self
+    }
+
+    fn with_tag_keys(mut self, keys: &[String]) -> Call {
+        if !keys.is_empty() {
+            self.context.insert("aws:TagKeys", keys.iter().map(String::as_str));
+        }
+        self
+    }
+
+    /// Reads change nothing: they are audited only when refused or made by a root.
+    fn is_read(&self) -> bool {
+        ["Get", "List"].iter().any(|prefix| self.operation.starts_with(prefix))
+    }
+}
+
+impl Core {
+    fn admin_call<T>(
+        &self,
+        caller: Option<&Authenticated>,
+        call: Call,
+        f: impl FnOnce(&Iam) -> Result<T, IamError>,
+    ) -> Result<T, Status> {
+        let resource = call.target.arn(&self.iam);
+        let Some(caller) = caller else {
+            return Err(convert::auth_status(&AuthError::new(
+                ErrorCode::MissingAuthenticationToken,
+                "Request is missing Authentication Token",
+            )));
+        };
+        let refused = self.authorize_call(caller, &call, &resource).err();
+        let result = match refused {
+            Some(status) => Err(status),
+            None => f(&self.iam).map_err(|e| {
+                tracing::info!(operation = call.operation, code = e.code(), error = %e, "admin call refused");
+                convert::iam_status(e)
+            }),
+        };
+        if !call.is_read() || caller.is_root() || result.is_err() {
+            self.audit_call(caller, &call, &resource, result.as_ref().err());
+        }
+        result
+    }
+
+    /// Decides the call with iamd's own policies, as AWS IAM decides its API calls.
+    fn authorize_call(&self, caller: &Authenticated, call: &Call, resource: &str) -> Result<(), Status> {
+        let denied = |reason: String| convert::access_denied("iam.amazonaws.com", reason);
+        if let Some(session) = caller.session()
+            && matches!(session.identity, SessionIdentity::User { .. } | SessionIdentity::Root)
+            && session.mfa_authenticated.is_none()
+            && call.action.starts_with("iam:")
+        {
+            return Err(denied(format!(
+                "User: {} is not authorized to perform: {} on resource: {resource} because IAM calls made with \
+                 credentials from GetSessionToken must include MFA authentication",
+                caller.principal_arn(),
+                call.action
+            )));
+        }
+        // The root of the account iamd is configured with is its operator: it administers
+        // every account this iamd hosts (the others' roots only their own).
+        if let Caller::Root { account } = &caller.caller
+            && account == self.iam.default_account()
+        {
+            return Ok(());
+        }
+        let snapshot = self.snapshot.load_full().ok_or_else(|| {
+            Status::unavailable("no policy bundle is loaded yet: calls cannot be authorized")
+        })?;
+        let query = Query {
+            principal: "",
+            action: &call.action,
+            resource,
+            resource_account: "",
+            context: call.context.clone(),
+            explain: true,
+            verified: Some(Verified {
+                caller,
+                source_ip: None,
+                secure_transport: false,
+                now: jiff::Timestamp::now(),
+            }),
+        };
+        let answer = crate::authorize::decide(&snapshot, query).map_err(convert::invalid_argument)?;
+        if answer.decision.is_allowed() {
+            return Ok(());
+        }
+        let reason = answer.explanation.map(|e| e.reason).unwrap_or_else(|| {
+            format!(
+                "User: {} is not authorized to perform: {} on resource: {resource}",
+                caller.principal_arn(),
+                call.action
+            )
+        });
+        tracing::info!(operation = call.operation, principal = %caller.principal_arn(), "admin call denied");
+        Err(denied(reason))
+    }
+
+    fn audit_call(&self, caller: &Authenticated, call: &Call, resource: &str, error: Option<&Status>) {
+        if !self.audit.enabled() {
+            return;
+        }
+        let error_code = error.map(|status| {
+            status
+                .metadata()
+                .get("iamd-error-code")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("InternalFailure")
+                .to_string()
+        });
+        self.audit.record(AuditRecord {
+            event_time: jiff::Timestamp::now().to_string(),
+            event_name: call.operation.to_string(),
+            principal: caller.principal_arn(),
+            action: call.action.clone(),
+            resource: resource.to_string(),
+            decision: if error_code.as_deref() == Some("AccessDenied") { "ImplicitDeny" } else { "Allow" }
+                .to_string(),
+            reason: error.map(|status| status.message().to_string()),
+            snapshot_revision: self.snapshot.load().as_ref().map(|s| s.revision.clone()).unwrap_or_default(),
+            access_key_id: Some(caller.access_key_id.clone()),
+            error_code,
+            ..AuditRecord::default()
+        });
     }
 }
 
@@ -78,6 +293,36 @@ fn role(r: &Role) -> proto::Role {
     }
 }
 
+fn access_key(k: &AccessKey) -> proto::AccessKey {
+    proto::AccessKey {
+        user_name: k.user.clone().unwrap_or_default(),
+        access_key_id: k.id.clone(),
+        status: k.status.as_str().to_string(),
+        secret_access_key: String::new(),
+        create_date: k.created.clone(),
+    }
+}
+
+/// Whose access keys a call means: the named user, or without a name the caller itself (the
+/// root's keys when the caller is the root), as AWS does.
+fn key_owner(caller: Option<&Authenticated>, user_name: &str) -> Result<Option<String>, Status> {
+    if !user_name.is_empty() {
+        return Ok(Some(user_name.to_string()));
+    }
+    match caller.map(|c| &c.caller) {
+        Some(Caller::User { name, .. }) => Ok(Some(name.clone())),
+        Some(Caller::Root { .. }) => Ok(None),
+        Some(Caller::Session(session)) => match &session.identity {
+            SessionIdentity::User { name, .. } => Ok(Some(name.clone())),
+            SessionIdentity::Root => Ok(None),
+            SessionIdentity::Role { .. } => Err(iam_status(IamError::InvalidInput(
+                "a role session has no access keys of its own: name the user (user_name)".into(),
+            ))),
+        },
+        None => Ok(None),
+    }
+}
+
 fn attached(arns: Vec<String>) -> proto::AttachedPolicies {
     proto::AttachedPolicies {
         attached_policies: arns
@@ -100,7 +345,9 @@ fn empty() -> Response<proto::Empty> {
 
 /// The three families of inline policy, attachment and tag calls differ only in the entity.
 macro_rules! entity_calls {
-    ($entity:expr, $put:ident, $get:ident, $list:ident, $delete:ident, $attach:ident, $detach:ident, $list_attached:ident) => {
+    ($entity:expr, $put:ident = $put_op:literal, $get:ident = $get_op:literal, $list:ident = $list_op:literal,
+     $delete:ident = $delete_op:literal, $attach:ident = $attach_op:literal, $detach:ident = $detach_op:literal,
+     $list_attached:ident = $list_attached_op:literal) => {
         fn $put<'life0, 'async_trait>(
             &'life0 self,
             r: Request<proto::PutPolicyRequest>,
@@ -110,10 +357,20 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($put), move |iam| {
-                    iam.put_inline_policy($entity, &r.account_id, &r.name, &r.policy_name, &r.policy_document)
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($put_op, Target::Entity($entity, r.account_id.clone(), r.name.clone())),
+                    move |iam| {
+                        iam.put_inline_policy(
+                            $entity,
+                            &r.account_id,
+                            &r.name,
+                            &r.policy_name,
+                            &r.policy_document,
+                        )
+                    },
+                )
                 .await?;
                 Ok(empty())
             })
@@ -128,12 +385,14 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
+                let (caller, r) = split(r);
                 let (name, policy_name) = (r.name.clone(), r.policy_name.clone());
                 let document = self
-                    .run(stringify!($get), move |iam| {
-                        iam.get_inline_policy($entity, &r.account_id, &r.name, &r.policy_name)
-                    })
+                    .run(
+                        caller,
+                        Call::iam($get_op, Target::Entity($entity, r.account_id.clone(), r.name.clone())),
+                        move |iam| iam.get_inline_policy($entity, &r.account_id, &r.name, &r.policy_name),
+                    )
                     .await?;
                 Ok(Response::new(proto::PolicyDocument { name, policy_name, policy_document: document }))
             })
@@ -148,11 +407,13 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
+                let (caller, r) = split(r);
                 let names = self
-                    .run(stringify!($list), move |iam| {
-                        iam.list_inline_policies($entity, &r.account_id, &r.name)
-                    })
+                    .run(
+                        caller,
+                        Call::iam($list_op, Target::Entity($entity, r.account_id.clone(), r.name.clone())),
+                        move |iam| iam.list_inline_policies($entity, &r.account_id, &r.name),
+                    )
                     .await?;
                 Ok(Response::new(proto::PolicyNames { policy_names: names }))
             })
@@ -167,10 +428,12 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($delete), move |iam| {
-                    iam.delete_inline_policy($entity, &r.account_id, &r.name, &r.policy_name)
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($delete_op, Target::Entity($entity, r.account_id.clone(), r.name.clone())),
+                    move |iam| iam.delete_inline_policy($entity, &r.account_id, &r.name, &r.policy_name),
+                )
                 .await?;
                 Ok(empty())
             })
@@ -185,10 +448,13 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($attach), move |iam| {
-                    iam.attach_policy($entity, &r.account_id, &r.name, &r.policy_arn)
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($attach_op, Target::Entity($entity, r.account_id.clone(), r.name.clone()))
+                        .with("iam:PolicyARN", &r.policy_arn),
+                    move |iam| iam.attach_policy($entity, &r.account_id, &r.name, &r.policy_arn),
+                )
                 .await?;
                 Ok(empty())
             })
@@ -203,10 +469,13 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($detach), move |iam| {
-                    iam.detach_policy($entity, &r.account_id, &r.name, &r.policy_arn)
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($detach_op, Target::Entity($entity, r.account_id.clone(), r.name.clone()))
+                        .with("iam:PolicyARN", &r.policy_arn),
+                    move |iam| iam.detach_policy($entity, &r.account_id, &r.name, &r.policy_arn),
+                )
                 .await?;
                 Ok(empty())
             })
@@ -221,11 +490,16 @@ macro_rules! entity_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
+                let (caller, r) = split(r);
                 let arns = self
-                    .run(stringify!($list_attached), move |iam| {
-                        iam.list_attached_policies($entity, &r.account_id, &r.name)
-                    })
+                    .run(
+                        caller,
+                        Call::iam(
+                            $list_attached_op,
+                            Target::Entity($entity, r.account_id.clone(), r.name.clone()),
+                        ),
+                        move |iam| iam.list_attached_policies($entity, &r.account_id, &r.name),
+                    )
                     .await?;
                 Ok(Response::new(attached(arns)))
             })
@@ -234,7 +508,7 @@ macro_rules! entity_calls {
 }
 
 macro_rules! tag_calls {
-    ($entity:expr, $tag:ident, $untag:ident, $list:ident) => {
+    ($entity:expr, $tag:ident = $tag_op:literal, $untag:ident = $untag_op:literal, $list:ident = $list_op:literal) => {
         fn $tag<'life0, 'async_trait>(
             &'life0 self,
             r: Request<proto::TagRequest>,
@@ -244,10 +518,13 @@ macro_rules! tag_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($tag), move |iam| {
-                    iam.tag($entity, &r.account_id, &r.name, &tags(&r.tags))
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($tag_op, Target::Entity($entity, r.account_id.clone(), r.name.clone()))
+                        .with_tags(&r.tags),
+                    move |iam| iam.tag($entity, &r.account_id, &r.name, &tags(&r.tags)),
+                )
                 .await?;
                 Ok(empty())
             })
@@ -262,10 +539,13 @@ macro_rules! tag_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
-                self.run(stringify!($untag), move |iam| {
-                    iam.untag($entity, &r.account_id, &r.name, &r.tag_keys)
-                })
+                let (caller, r) = split(r);
+                self.run(
+                    caller,
+                    Call::iam($untag_op, Target::Entity($entity, r.account_id.clone(), r.name.clone()))
+                        .with_tag_keys(&r.tag_keys),
+                    move |iam| iam.untag($entity, &r.account_id, &r.name, &r.tag_keys),
+                )
                 .await?;
                 Ok(empty())
             })
@@ -280,9 +560,13 @@ macro_rules! tag_calls {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let r = r.into_inner();
+                let (caller, r) = split(r);
                 let found = self
-                    .run(stringify!($list), move |iam| iam.list_tags($entity, &r.account_id, &r.name))
+                    .run(
+                        caller,
+                        Call::iam($list_op, Target::Entity($entity, r.account_id.clone(), r.name.clone())),
+                        move |iam| iam.list_tags($entity, &r.account_id, &r.name),
+                    )
                     .await?;
                 Ok(Response::new(proto::Tags { tags: proto_tags(&found) }))
             })
@@ -296,18 +580,39 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::CreateUserRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = split(r);
         let created = self
-            .run("CreateUser", move |iam| {
-                iam.create_user(&r.account_id, &r.user_name, &r.path, &tags(&r.tags), &r.permissions_boundary)
-            })
+            .run(
+                caller,
+                Call::iam(
+                    "CreateUser",
+                    Target::New(Entity::User, r.account_id.clone(), r.path.clone(), r.user_name.clone()),
+                )
+                .with_tags(&r.tags)
+                .with("iam:PermissionsBoundary", &r.permissions_boundary),
+                move |iam| {
+                    iam.create_user(
+                        &r.account_id,
+                        &r.user_name,
+                        &r.path,
+                        &tags(&r.tags),
+                        &r.permissions_boundary,
+                    )
+                },
+            )
             .await?;
         Ok(Response::new(user(&created)))
     }
 
     async fn get_user(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::User>, Status> {
-        let r = r.into_inner();
-        let found = self.run("GetUser", move |iam| iam.get_user(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        let found = self
+            .run(
+                caller,
+                Call::iam("GetUser", Target::Entity(Entity::User, r.account_id.clone(), r.name.clone())),
+                move |iam| iam.get_user(&r.account_id, &r.name),
+            )
+            .await?;
         Ok(Response::new(user(&found)))
     }
 
@@ -315,14 +620,28 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListUsersResponse>, Status> {
-        let r = r.into_inner();
-        let users = self.run("ListUsers", move |iam| iam.list_users(&r.account_id, &r.path_prefix)).await?;
+        let (caller, r) = split(r);
+        let users = self
+            .run(
+                caller,
+                Call::iam(
+                    "ListUsers",
+                    Target::Listing(Entity::User, r.account_id.clone(), r.path_prefix.clone()),
+                ),
+                move |iam| iam.list_users(&r.account_id, &r.path_prefix),
+            )
+            .await?;
         Ok(Response::new(proto::ListUsersResponse { users: users.iter().map(user).collect() }))
     }
 
     async fn delete_user(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("DeleteUser", move |iam| iam.delete_user(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("DeleteUser", Target::Entity(Entity::User, r.account_id.clone(), r.name.clone())),
+            move |iam| iam.delete_user(&r.account_id, &r.name),
+        )
+        .await?;
         Ok(empty())
     }
 
@@ -330,16 +649,29 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::CreateGroupRequest>,
     ) -> Result<Response<proto::Group>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = split(r);
         let created = self
-            .run("CreateGroup", move |iam| iam.create_group(&r.account_id, &r.group_name, &r.path))
+            .run(
+                caller,
+                Call::iam(
+                    "CreateGroup",
+                    Target::New(Entity::Group, r.account_id.clone(), r.path.clone(), r.group_name.clone()),
+                ),
+                move |iam| iam.create_group(&r.account_id, &r.group_name, &r.path),
+            )
             .await?;
         Ok(Response::new(group(&created, Vec::new())))
     }
 
     async fn get_group(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Group>, Status> {
-        let r = r.into_inner();
-        let (found, members) = self.run("GetGroup", move |iam| iam.get_group(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        let (found, members) = self
+            .run(
+                caller,
+                Call::iam("GetGroup", Target::Entity(Entity::Group, r.account_id.clone(), r.name.clone())),
+                move |iam| iam.get_group(&r.account_id, &r.name),
+            )
+            .await?;
         Ok(Response::new(group(&found, members)))
     }
 
@@ -347,17 +679,30 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        let r = r.into_inner();
-        let groups =
-            self.run("ListGroups", move |iam| iam.list_groups(&r.account_id, &r.path_prefix)).await?;
+        let (caller, r) = split(r);
+        let groups = self
+            .run(
+                caller,
+                Call::iam(
+                    "ListGroups",
+                    Target::Listing(Entity::Group, r.account_id.clone(), r.path_prefix.clone()),
+                ),
+                move |iam| iam.list_groups(&r.account_id, &r.path_prefix),
+            )
+            .await?;
         Ok(Response::new(proto::ListGroupsResponse {
             groups: groups.iter().map(|g| group(g, Vec::new())).collect(),
         }))
     }
 
     async fn delete_group(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("DeleteGroup", move |iam| iam.delete_group(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("DeleteGroup", Target::Entity(Entity::Group, r.account_id.clone(), r.name.clone())),
+            move |iam| iam.delete_group(&r.account_id, &r.name),
+        )
+        .await?;
         Ok(empty())
     }
 
@@ -365,10 +710,15 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::GroupMembershipRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("AddUserToGroup", move |iam| {
-            iam.add_user_to_group(&r.account_id, &r.group_name, &r.user_name)
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "AddUserToGroup",
+                Target::Entity(Entity::Group, r.account_id.clone(), r.group_name.clone()),
+            ),
+            move |iam| iam.add_user_to_group(&r.account_id, &r.group_name, &r.user_name),
+        )
         .await?;
         Ok(empty())
     }
@@ -377,10 +727,15 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::GroupMembershipRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("RemoveUserFromGroup", move |iam| {
-            iam.remove_user_from_group(&r.account_id, &r.group_name, &r.user_name)
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "RemoveUserFromGroup",
+                Target::Entity(Entity::Group, r.account_id.clone(), r.group_name.clone()),
+            ),
+            move |iam| iam.remove_user_from_group(&r.account_id, &r.group_name, &r.user_name),
+        )
         .await?;
         Ok(empty())
     }
@@ -389,9 +744,16 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::EntityRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = split(r);
         let groups = self
-            .run("ListGroupsForUser", move |iam| iam.list_groups_for_user(&r.account_id, &r.name))
+            .run(
+                caller,
+                Call::iam(
+                    "ListGroupsForUser",
+                    Target::Entity(Entity::User, r.account_id.clone(), r.name.clone()),
+                ),
+                move |iam| iam.list_groups_for_user(&r.account_id, &r.name),
+            )
             .await?;
         Ok(Response::new(proto::ListGroupsResponse {
             groups: groups.iter().map(|g| group(g, Vec::new())).collect(),
@@ -402,30 +764,45 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::CreateRoleRequest>,
     ) -> Result<Response<proto::Role>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = split(r);
         let duration = u32::try_from(r.max_session_duration).map_err(|_| {
             iam_status(IamError::InvalidInput("max_session_duration must not be negative".into()))
         })?;
         let created = self
-            .run("CreateRole", move |iam| {
-                iam.create_role(
-                    &r.account_id,
-                    &r.role_name,
-                    &r.path,
-                    &r.assume_role_policy_document,
-                    duration,
-                    &r.description,
-                    &tags(&r.tags),
-                    &r.permissions_boundary,
+            .run(
+                caller,
+                Call::iam(
+                    "CreateRole",
+                    Target::New(Entity::Role, r.account_id.clone(), r.path.clone(), r.role_name.clone()),
                 )
-            })
+                .with_tags(&r.tags)
+                .with("iam:PermissionsBoundary", &r.permissions_boundary),
+                move |iam| {
+                    iam.create_role(
+                        &r.account_id,
+                        &r.role_name,
+                        &r.path,
+                        &r.assume_role_policy_document,
+                        duration,
+                        &r.description,
+                        &tags(&r.tags),
+                        &r.permissions_boundary,
+                    )
+                },
+            )
             .await?;
         Ok(Response::new(role(&created)))
     }
 
     async fn get_role(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Role>, Status> {
-        let r = r.into_inner();
-        let found = self.run("GetRole", move |iam| iam.get_role(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        let found = self
+            .run(
+                caller,
+                Call::iam("GetRole", Target::Entity(Entity::Role, r.account_id.clone(), r.name.clone())),
+                move |iam| iam.get_role(&r.account_id, &r.name),
+            )
+            .await?;
         Ok(Response::new(role(&found)))
     }
 
@@ -433,14 +810,28 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListRolesResponse>, Status> {
-        let r = r.into_inner();
-        let roles = self.run("ListRoles", move |iam| iam.list_roles(&r.account_id, &r.path_prefix)).await?;
+        let (caller, r) = split(r);
+        let roles = self
+            .run(
+                caller,
+                Call::iam(
+                    "ListRoles",
+                    Target::Listing(Entity::Role, r.account_id.clone(), r.path_prefix.clone()),
+                ),
+                move |iam| iam.list_roles(&r.account_id, &r.path_prefix),
+            )
+            .await?;
         Ok(Response::new(proto::ListRolesResponse { roles: roles.iter().map(role).collect() }))
     }
 
     async fn delete_role(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("DeleteRole", move |iam| iam.delete_role(&r.account_id, &r.name)).await?;
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("DeleteRole", Target::Entity(Entity::Role, r.account_id.clone(), r.name.clone())),
+            move |iam| iam.delete_role(&r.account_id, &r.name),
+        )
+        .await?;
         Ok(empty())
     }
 
@@ -448,53 +839,64 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::UpdateAssumeRolePolicyRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("UpdateAssumeRolePolicy", move |iam| {
-            iam.update_assume_role_policy(&r.account_id, &r.role_name, &r.policy_document)
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "UpdateAssumeRolePolicy",
+                Target::Entity(Entity::Role, r.account_id.clone(), r.role_name.clone()),
+            ),
+            move |iam| iam.update_assume_role_policy(&r.account_id, &r.role_name, &r.policy_document),
+        )
         .await?;
         Ok(empty())
     }
 
     entity_calls!(
         Entity::User,
-        put_user_policy,
-        get_user_policy,
-        list_user_policies,
-        delete_user_policy,
-        attach_user_policy,
-        detach_user_policy,
-        list_attached_user_policies
+        put_user_policy = "PutUserPolicy",
+        get_user_policy = "GetUserPolicy",
+        list_user_policies = "ListUserPolicies",
+        delete_user_policy = "DeleteUserPolicy",
+        attach_user_policy = "AttachUserPolicy",
+        detach_user_policy = "DetachUserPolicy",
+        list_attached_user_policies = "ListAttachedUserPolicies"
     );
     entity_calls!(
         Entity::Group,
-        put_group_policy,
-        get_group_policy,
-        list_group_policies,
-        delete_group_policy,
-        attach_group_policy,
-        detach_group_policy,
-        list_attached_group_policies
+        put_group_policy = "PutGroupPolicy",
+        get_group_policy = "GetGroupPolicy",
+        list_group_policies = "ListGroupPolicies",
+        delete_group_policy = "DeleteGroupPolicy",
+        attach_group_policy = "AttachGroupPolicy",
+        detach_group_policy = "DetachGroupPolicy",
+        list_attached_group_policies = "ListAttachedGroupPolicies"
     );
     entity_calls!(
         Entity::Role,
-        put_role_policy,
-        get_role_policy,
-        list_role_policies,
-        delete_role_policy,
-        attach_role_policy,
-        detach_role_policy,
-        list_attached_role_policies
+        put_role_policy = "PutRolePolicy",
+        get_role_policy = "GetRolePolicy",
+        list_role_policies = "ListRolePolicies",
+        delete_role_policy = "DeleteRolePolicy",
+        attach_role_policy = "AttachRolePolicy",
+        detach_role_policy = "DetachRolePolicy",
+        list_attached_role_policies = "ListAttachedRolePolicies"
     );
 
     async fn put_user_permissions_boundary(
         &self,
         r: Request<proto::AttachmentRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("PutUserPermissionsBoundary", move |iam| {
-            iam.set_boundary(Entity::User, &r.account_id, &r.name, Some(&r.policy_arn))
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "PutUserPermissionsBoundary",
+                Target::Entity(Entity::User, r.account_id.clone(), r.name.clone()),
+            )
+            .with("iam:PermissionsBoundary", &r.policy_arn),
+            move |iam| iam.set_boundary(Entity::User, &r.account_id, &r.name, Some(&r.policy_arn)),
+        )
         .await?;
         Ok(empty())
     }
@@ -503,10 +905,15 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::EntityRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("DeleteUserPermissionsBoundary", move |iam| {
-            iam.set_boundary(Entity::User, &r.account_id, &r.name, None)
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "DeleteUserPermissionsBoundary",
+                Target::Entity(Entity::User, r.account_id.clone(), r.name.clone()),
+            ),
+            move |iam| iam.set_boundary(Entity::User, &r.account_id, &r.name, None),
+        )
         .await?;
         Ok(empty())
     }
@@ -515,10 +922,16 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::AttachmentRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("PutRolePermissionsBoundary", move |iam| {
-            iam.set_boundary(Entity::Role, &r.account_id, &r.name, Some(&r.policy_arn))
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "PutRolePermissionsBoundary",
+                Target::Entity(Entity::Role, r.account_id.clone(), r.name.clone()),
+            )
+            .with("iam:PermissionsBoundary", &r.policy_arn),
+            move |iam| iam.set_boundary(Entity::Role, &r.account_id, &r.name, Some(&r.policy_arn)),
+        )
         .await?;
         Ok(empty())
     }
@@ -527,20 +940,30 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::EntityRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("DeleteRolePermissionsBoundary", move |iam| {
-            iam.set_boundary(Entity::Role, &r.account_id, &r.name, None)
-        })
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam(
+                "DeleteRolePermissionsBoundary",
+                Target::Entity(Entity::Role, r.account_id.clone(), r.name.clone()),
+            ),
+            move |iam| iam.set_boundary(Entity::Role, &r.account_id, &r.name, None),
+        )
         .await?;
         Ok(empty())
     }
 
-    tag_calls!(Entity::User, tag_user, untag_user, list_user_tags);
-    tag_calls!(Entity::Role, tag_role, untag_role, list_role_tags);
+    tag_calls!(Entity::User, tag_user = "TagUser", untag_user = "UntagUser", list_user_tags = "ListUserTags");
+    tag_calls!(Entity::Role, tag_role = "TagRole", untag_role = "UntagRole", list_role_tags = "ListRoleTags");
 
     async fn tag_resource(&self, r: Request<proto::TagRequest>) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("TagResource", move |iam| iam.tag_resource(&r.name, &tags(&r.tags))).await?;
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iamd("TagResource", Target::Arn(r.name.clone())).with_tags(&r.tags),
+            move |iam| iam.tag_resource(&r.name, &tags(&r.tags)),
+        )
+        .await?;
         Ok(empty())
     }
 
@@ -548,8 +971,13 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::UntagRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let r = r.into_inner();
-        self.run("UntagResource", move |iam| iam.untag_resource(&r.name, &r.tag_keys)).await?;
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iamd("UntagResource", Target::Arn(r.name.clone())).with_tag_keys(&r.tag_keys),
+            move |iam| iam.untag_resource(&r.name, &r.tag_keys),
+        )
+        .await?;
         Ok(empty())
     }
 
@@ -557,12 +985,119 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::EntityRequest>,
     ) -> Result<Response<proto::Tags>, Status> {
-        let r = r.into_inner();
-        let found = self.run("ListResourceTags", move |iam| iam.list_resource_tags(&r.name)).await?;
+        let (caller, r) = split(r);
+        let found = self
+            .run(caller, Call::iamd("ListResourceTags", Target::Arn(r.name.clone())), move |iam| {
+                iam.list_resource_tags(&r.name)
+            })
+            .await?;
         Ok(Response::new(proto::Tags { tags: proto_tags(&found) }))
     }
 
-    async fn reload(&self, _: Request<proto::Empty>) -> Result<Response<proto::ReloadResponse>, Status> {
+    async fn create_access_key(
+        &self,
+        r: Request<proto::AccessKeyOwner>,
+    ) -> Result<Response<proto::AccessKey>, Status> {
+        let (caller, r) = split(r);
+        let owner = key_owner(caller.as_deref(), &r.user_name)?;
+        let target = Target::KeyOwner(r.account_id.clone(), owner.clone());
+        let (key, secret) = self
+            .run(caller, Call::iam("CreateAccessKey", target), move |iam| {
+                iam.create_access_key(&r.account_id, owner.as_deref())
+            })
+            .await?;
+        let mut reply = access_key(&key);
+        reply.secret_access_key = secret.expose().to_string();
+        Ok(Response::new(reply))
+    }
+
+    async fn list_access_keys(
+        &self,
+        r: Request<proto::AccessKeyOwner>,
+    ) -> Result<Response<proto::ListAccessKeysResponse>, Status> {
+        let (caller, r) = split(r);
+        let owner = key_owner(caller.as_deref(), &r.user_name)?;
+        let target = Target::KeyOwner(r.account_id.clone(), owner.clone());
+        let keys = self
+            .run(caller, Call::iam("ListAccessKeys", target), move |iam| {
+                iam.list_access_keys(&r.account_id, owner.as_deref())
+            })
+            .await?;
+        Ok(Response::new(proto::ListAccessKeysResponse {
+            access_key_metadata: keys.iter().map(access_key).collect(),
+        }))
+    }
+
+    async fn update_access_key(
+        &self,
+        r: Request<proto::UpdateAccessKeyRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let owner = key_owner(caller.as_deref(), &r.user_name)?;
+        let status = match r.status.as_str() {
+            "Active" => KeyStatus::Active,
+            "Inactive" => KeyStatus::Inactive,
+            other => {
+                return Err(iam_status(IamError::InvalidInput(format!(
+                    "status `{other}` is not valid: expected Active or Inactive"
+                ))));
+            }
+        };
+        let target = Target::KeyOwner(r.account_id.clone(), owner.clone());
+        self.run(caller, Call::iam("UpdateAccessKey", target), move |iam| {
+            iam.update_access_key(&r.account_id, owner.as_deref(), &r.access_key_id, status)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn delete_access_key(
+        &self,
+        r: Request<proto::AccessKeyRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let owner = key_owner(caller.as_deref(), &r.user_name)?;
+        let target = Target::KeyOwner(r.account_id.clone(), owner.clone());
+        self.run(caller, Call::iam("DeleteAccessKey", target), move |iam| {
+            iam.delete_access_key(&r.account_id, owner.as_deref(), &r.access_key_id)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn get_access_key_last_used(
+        &self,
+        r: Request<proto::AccessKeyRequest>,
+    ) -> Result<Response<proto::GetAccessKeyLastUsedResponse>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::AccessKey(r.access_key_id.clone());
+        let pending = self.core.authenticator.pending_last_used(&r.access_key_id);
+        let (key, used) = self
+            .run(caller, Call::iam("GetAccessKeyLastUsed", target), move |iam| {
+                iam.access_key_last_used(&r.access_key_id, pending)
+            })
+            .await?;
+        let access_key_last_used = Some(match used {
+            Some(used) => proto::AccessKeyLastUsed {
+                last_used_date: used.date,
+                service_name: used.service,
+                region: used.region,
+            },
+            None => proto::AccessKeyLastUsed {
+                last_used_date: String::new(),
+                service_name: "N/A".into(),
+                region: "N/A".into(),
+            },
+        });
+        Ok(Response::new(proto::GetAccessKeyLastUsedResponse {
+            user_name: key.user.unwrap_or_default(),
+            access_key_last_used,
+        }))
+    }
+
+    async fn reload(&self, r: Request<proto::Empty>) -> Result<Response<proto::ReloadResponse>, Status> {
+        let (caller, _) = split(r);
+        self.run(caller, Call::iamd("Reload", Target::Sidecar), |_| Ok(())).await?;
         let outcome = self.core.reload().await;
         Ok(Response::new(proto::ReloadResponse {
             published: outcome.is_ok(),
@@ -571,12 +1106,16 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn status(&self, _: Request<proto::Empty>) -> Result<Response<proto::StatusResponse>, Status> {
+    async fn status(&self, r: Request<proto::Empty>) -> Result<Response<proto::StatusResponse>, Status> {
+        let (caller, _) = split(r);
+        self.run(caller, Call::iamd("GetStatus", Target::Sidecar), |_| Ok(())).await?;
         Ok(Response::new(self.core.status()))
     }
 
-    async fn export(&self, _: Request<proto::Empty>) -> Result<Response<proto::StateDocument>, Status> {
-        let document = self.run("Export", |iam| Ok(iam.export())).await?;
+    async fn export(&self, r: Request<proto::Empty>) -> Result<Response<proto::StateDocument>, Status> {
+        let (caller, _) = split(r);
+        let document =
+            self.run(caller, Call::iamd("Export", Target::Sidecar), |iam| Ok(iam.export())).await?;
         let json = serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(proto::StateDocument { json }))
     }
@@ -585,13 +1124,15 @@ impl Admin for AdminService {
         &self,
         r: Request<proto::StateDocument>,
     ) -> Result<Response<proto::ImportResponse>, Status> {
-        let document: StateDocument = serde_json::from_str(&r.into_inner().json).map_err(|e| {
+        let (caller, r) = split(r);
+        let document: StateDocument = serde_json::from_str(&r.json).map_err(|e| {
             convert::invalid_argument(crate::authorize::InvalidField {
                 field: "json",
                 message: format!("not an iamd export: {e}"),
             })
         })?;
-        let counts = self.run("Import", move |iam| iam.import(document)).await?;
+        let counts =
+            self.run(caller, Call::iamd("Import", Target::Sidecar), move |iam| iam.import(document)).await?;
         Ok(Response::new(proto::ImportResponse {
             users: counts.users as u64,
             groups: counts.groups as u64,

@@ -116,6 +116,7 @@ impl Authorizer for AuthorizerService {
                     resource_account: &request.resource_account,
                     context: context.clone(),
                     explain: true,
+                    verified: None,
                 };
                 let answer = authorize::decide(&snapshot, query).map_err(convert::invalid_argument)?;
                 results.push(proto::SimulationResult {

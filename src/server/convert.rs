@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::authorize::{InvalidField, check_context_size};
+use crate::credentials::sigv4::AuthError;
 use crate::eval::{Context, Decision, Explanation};
 use crate::iam::IamError;
 use crate::iam::model::Tag;
@@ -31,12 +32,7 @@ pub fn iam_status(error: IamError) -> Status {
         IamError::MalformedPolicyDocument(_) | IamError::InvalidInput(_) => Code::InvalidArgument,
         IamError::ServiceFailure(_) => Code::Unavailable,
     };
-    let details = ErrorDetails::with_error_info(error.code(), "iam.amazonaws.com", HashMap::new());
-    let mut status = Status::with_error_details(code, format!("{}: {error}", error.code()), details);
-    if let Ok(value) = error.code().parse() {
-        status.metadata_mut().insert("iamd-error-code", value);
-    }
-    status
+    coded(code, error.code(), "iam.amazonaws.com", error.to_string())
 }
 
 pub fn decision(decision: Decision) -> proto::Decision {
@@ -133,4 +129,24 @@ pub fn tags(tags: &[proto::Tag]) -> Vec<Tag> {
 
 pub fn proto_tags(tags: &[Tag]) -> Vec<proto::Tag> {
     tags.iter().map(|t| proto::Tag { key: t.key.clone(), value: t.value.clone() }).collect()
+}
+
+/// A failed authentication as `UNAUTHENTICATED`, with AWS's code.
+pub fn auth_status(error: &AuthError) -> Status {
+    coded(Code::Unauthenticated, error.code.as_str(), "iam.amazonaws.com", error.message.clone())
+}
+
+/// `PERMISSION_DENIED` with AWS's `AccessDenied` code and message.
+pub fn access_denied(domain: &str, message: String) -> Status {
+    coded(Code::PermissionDenied, "AccessDenied", domain, message)
+}
+
+/// A status carrying an AWS error code in an `ErrorInfo` and in the `iamd-error-code` metadata.
+pub fn coded(code: Code, aws_code: &str, domain: &str, message: String) -> Status {
+    let details = ErrorDetails::with_error_info(aws_code, domain, HashMap::new());
+    let mut status = Status::with_error_details(code, format!("{aws_code}: {message}"), details);
+    if let Ok(value) = aws_code.parse() {
+        status.metadata_mut().insert("iamd-error-code", value);
+    }
+    status
 }

@@ -4,6 +4,7 @@
 //! the identity store (changed by admin calls), the bundle source and the audit log.
 
 mod admin;
+mod authenticate;
 mod authorizer;
 mod convert;
 mod request_id;
@@ -23,7 +24,10 @@ use tonic::transport::Server;
 use crate::audit::{Audit, AuditRecord};
 use crate::authorize::{self, InvalidField, Query};
 use crate::bundle::{Bundle, BundleSource};
-use crate::config::Config;
+use crate::config::{Config, MasterKeys};
+use crate::credentials::sigv4::{AuthError, HttpRequest, Payload};
+use crate::credentials::{Authenticated, Authenticator, KeyRing};
+use crate::eval::Decision;
 use crate::iam::Iam;
 use crate::proto::{self, admin_server::AdminServer, authorizer_server::AuthorizerServer};
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -47,11 +51,16 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection could not be built: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    KeyRing(#[from] crate::credentials::keyring::KeyRingError),
+    #[error("cannot create the root's access key: {0}")]
+    Bootstrap(String),
 }
 
 /// What every service shares.
 pub struct Core {
     pub iam: Iam,
+    pub authenticator: Authenticator,
     pub snapshot: SharedSnapshot,
     source: BundleSource,
     audit: Audit,
@@ -65,19 +74,52 @@ pub struct Core {
 }
 
 impl Core {
-    /// Decides one request against `snapshot` and audits it.
+    /// Decides one request against `snapshot` and audits it. A signed request is first
+    /// authenticated; if that fails, the answer is a deny carrying AWS's error code.
     fn decide(
         &self,
         snapshot: &Snapshot,
-        request: proto::AuthorizeRequest,
+        mut request: proto::AuthorizeRequest,
         request_id: String,
     ) -> Result<proto::AuthorizeResponse, InvalidField> {
         let started = std::time::Instant::now();
         let _span =
             tracing::debug_span!("authorize", principal = %request.principal, action = %request.action)
                 .entered();
-        let context = convert::context(request.context)?;
-        let source_ip = context.get("aws:sourceip").and_then(|v| v.first()).map(|v| v.as_str().to_string());
+        let context = convert::context(std::mem::take(&mut request.context))?;
+        let now = jiff::Timestamp::now();
+        let authenticated = match &request.signed_request {
+            None => None,
+            Some(signed) => {
+                if !request.principal.is_empty() {
+                    return Err(InvalidField {
+                        field: "principal",
+                        message: "give either `principal` or `signed_request`, not both".into(),
+                    });
+                }
+                match self.authenticate(snapshot, signed, now) {
+                    Ok(authenticated) => Some(authenticated),
+                    Err(error) => {
+                        self.metrics.decision(Decision::ImplicitDeny, started.elapsed().as_secs_f64() * 1e6);
+                        return Ok(self.unauthenticated(snapshot, &request, request_id, signed, error));
+                    }
+                }
+            }
+        };
+        let source_ip = match &request.signed_request {
+            Some(signed) => Some(signed.source_ip.clone()).filter(|ip| !ip.is_empty()),
+            None => context.get("aws:sourceip").and_then(|v| v.first()).map(|v| v.as_str().to_string()),
+        };
+        let verified = authenticated.as_ref().zip(request.signed_request.as_ref()).map(|(caller, signed)| {
+            authorize::Verified {
+                caller,
+                source_ip: Some(signed.source_ip.as_str()),
+                secure_transport: signed.secure_transport,
+                now,
+            }
+        });
+        let principal =
+            authenticated.as_ref().map(|a| a.principal_arn()).unwrap_or_else(|| request.principal.clone());
         let query = Query {
             principal: &request.principal,
             action: &request.action,
@@ -85,15 +127,17 @@ impl Core {
             resource_account: &request.resource_account,
             context,
             explain: request.explain || self.audit.enabled(),
+            verified,
         };
         let answer = authorize::decide(snapshot, query)?;
         self.metrics.decision(answer.decision, started.elapsed().as_secs_f64() * 1e6);
         if self.audit.enabled() {
             let explanation = answer.explanation.as_ref();
             self.audit.record(AuditRecord {
-                event_time: jiff::Timestamp::now().to_string(),
+                event_time: now.to_string(),
+                event_name: "Authorize".into(),
                 request_id: request_id.clone(),
-                principal: request.principal.clone(),
+                principal: principal.clone(),
                 action: request.action.clone(),
                 resource: request.resource.clone(),
                 decision: format!("{:?}", answer.decision),
@@ -108,6 +152,8 @@ impl Core {
                 reason: explanation.map(|e| e.reason.clone()),
                 snapshot_revision: snapshot.revision.clone(),
                 source_ip,
+                access_key_id: authenticated.as_ref().map(|a| a.access_key_id.clone()),
+                error_code: None,
             });
         }
         let explanation = answer.explanation.as_ref().filter(|_| request.explain || answer.refused);
@@ -116,7 +162,75 @@ impl Core {
             revision: snapshot.revision.clone(),
             request_id,
             explanation: explanation.map(convert::explanation),
+            principal: if authenticated.is_some() { principal } else { String::new() },
+            authentication_error: None,
         })
+    }
+
+    /// Verifies a signed request against the snapshot's access keys and the session keys.
+    fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        signed: &proto::SignedRequest,
+        now: jiff::Timestamp,
+    ) -> Result<Authenticated, AuthError> {
+        let headers: Vec<(String, String)> =
+            signed.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+        let payload = match &signed.payload {
+            Some(proto::signed_request::Payload::Body(body)) => Payload::Body(body),
+            Some(proto::signed_request::Payload::PayloadSha256(hash)) => Payload::Hash(hash),
+            None => Payload::Body(&[]),
+        };
+        let http = HttpRequest {
+            method: &signed.method,
+            path: &signed.path,
+            query: &signed.query,
+            headers: &headers,
+            payload,
+        };
+        self.authenticator.authenticate(&snapshot.directory, &http, now)
+    }
+
+    /// The deny for a request that could not be authenticated, audited with its error code.
+    fn unauthenticated(
+        &self,
+        snapshot: &Snapshot,
+        request: &proto::AuthorizeRequest,
+        request_id: String,
+        signed: &proto::SignedRequest,
+        error: AuthError,
+    ) -> proto::AuthorizeResponse {
+        let reason = format!("the request was not authenticated: {}: {}", error.code.as_str(), error.message);
+        if self.audit.enabled() {
+            self.audit.record(AuditRecord {
+                event_time: jiff::Timestamp::now().to_string(),
+                event_name: "Authorize".into(),
+                request_id: request_id.clone(),
+                action: request.action.clone(),
+                resource: request.resource.clone(),
+                decision: format!("{:?}", Decision::ImplicitDeny),
+                reason: Some(reason.clone()),
+                snapshot_revision: snapshot.revision.clone(),
+                source_ip: Some(signed.source_ip.clone()).filter(|ip| !ip.is_empty()),
+                error_code: Some(error.code.as_str().to_string()),
+                ..AuditRecord::default()
+            });
+        }
+        proto::AuthorizeResponse {
+            decision: proto::Decision::ImplicitDeny as i32,
+            revision: snapshot.revision.clone(),
+            request_id,
+            explanation: Some(proto::Explanation {
+                deciding_layer: String::new(),
+                reason,
+                matched_statements: Vec::new(),
+            }),
+            principal: String::new(),
+            authentication_error: Some(proto::AuthenticationError {
+                code: error.code.as_str().to_string(),
+                message: error.message,
+            }),
+        }
     }
 
     /// Reads, compiles and publishes the bundle. On failure the last good snapshot keeps
@@ -209,6 +323,56 @@ impl Core {
     }
 }
 
+/// How often the last use of access keys is written to the store.
+const LAST_USED_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Core {
+    fn record_last_used(&self) {
+        let entries = self.authenticator.take_last_used();
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.iam.record_last_used(&entries) {
+            tracing::warn!(error = %e, "could not record when access keys were last used");
+        }
+    }
+}
+
+/// Shows the root's new access key once: in the configured file, or on standard output (never
+/// in the log, which may be shipped elsewhere).
+fn show_root_credentials(
+    config: &Config,
+    key: &crate::iam::model::AccessKey,
+    secret: &crate::credentials::Secret,
+) -> Result<(), ServeError> {
+    let text = format!(
+        "# The root access key of account {}: the break-glass identity. Store it safely;\n\
+         # iamd shows it only this once.\n\
+         AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+        key.account,
+        key.id,
+        secret.expose()
+    );
+    match &config.root_credentials_file {
+        Some(path) => {
+            crate::credentials::keyring::write_private(path, text.as_bytes())
+                .map_err(|e| ServeError::Bootstrap(format!("cannot write `{}`: {e}", path.display())))?;
+            tracing::warn!(
+                access_key_id = %key.id,
+                path = %path.display(),
+                "created the root's access key; its secret is in the file"
+            );
+        }
+        None => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            tracing::warn!(access_key_id = %key.id, "created the root's access key; it was printed on standard output");
+        }
+    }
+    Ok(())
+}
+
 fn set_lock<T>(lock: &Mutex<T>, value: T) {
     match lock.lock() {
         Ok(mut guard) => *guard = value,
@@ -250,9 +414,26 @@ pub async fn run(
     ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
+    let keyring = Arc::new(match &config.master_keys {
+        MasterKeys::Inline(keys) => KeyRing::parse("IAMD_MASTER_KEYS", keys)?,
+        MasterKeys::File(path) => {
+            let (keyring, created) = KeyRing::load_or_create(path)?;
+            if created {
+                tracing::warn!(
+                    path = %path.display(),
+                    "created a new master key file; keep it apart from backups of the data \
+                     directory, and back it up: without it, stored secrets cannot be opened"
+                );
+            }
+            keyring
+        }
+    });
     let store = Store::open(&config.data)?;
     let snapshot: SharedSnapshot = Arc::new(ArcSwapOption::empty());
-    let iam = Iam::open(store, snapshot.clone(), config.account.clone())?;
+    let iam = Iam::open(store, snapshot.clone(), config.account.clone(), keyring.clone())?;
+    if let Some((key, secret)) = iam.bootstrap_root().map_err(|e| ServeError::Bootstrap(e.to_string()))? {
+        show_root_credentials(&config, &key, &secret)?;
+    }
     let audit = Audit::start(config.audit.clone()).map_err(ServeError::Audit)?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_not_serving::<AuthorizerServer<authorizer::AuthorizerService>>().await;
@@ -263,6 +444,7 @@ pub async fn run(
     let metrics = Metrics::new(snapshot.clone());
     let core = Arc::new(Core {
         iam,
+        authenticator: Authenticator::new(keyring, config.replay_cache_entries),
         snapshot,
         metrics,
         source: source.clone(),
@@ -291,6 +473,15 @@ pub async fn run(
     tokio::spawn(async move {
         while reload_rx.recv().await.is_some() {
             let _ = reloader.reload().await;
+        }
+    });
+    let recorder = core.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LAST_USED_INTERVAL);
+        loop {
+            every.tick().await;
+            let core = recorder.clone();
+            let _ = tokio::task::spawn_blocking(move || core.record_last_used()).await;
         }
     });
 
@@ -324,6 +515,7 @@ pub async fn run(
         .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
         .serve_with_incoming_shutdown(incoming(authorizer_listener), stopped(stop_rx.clone()));
     let admin_server = builder()
+        .layer(authenticate::AuthenticateLayer::new(core.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
@@ -342,6 +534,7 @@ pub async fn run(
     // Flush whatever happened to the servers.
     tracing::info!("stopping: flushing the audit log and the store");
     core.audit.flush();
+    core.record_last_used();
     core.iam.flush()?;
     a?;
     b?;

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iamd::proto::{admin_client::AdminClient, authorizer_client::AuthorizerClient};
+use iamd::client::SigningChannel;
+use iamd::credentials::sigv4::SigningCredentials;
+use iamd::proto::{admin_client::AdminClient, authorizer_client::AuthorizerClient, sts_client::StsClient};
 use tonic::transport::Channel;
 
 pub struct Sidecar {
@@ -17,6 +19,8 @@ pub struct Sidecar {
     pub authorizer: SocketAddr,
     pub admin: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The root's access key, written at the data directory's first start.
+    pub root: SigningCredentials,
 }
 
 fn address_after(line: &str, key: &str) -> Option<SocketAddr> {
@@ -25,12 +29,17 @@ fn address_after(line: &str, key: &str) -> Option<SocketAddr> {
 }
 
 impl Sidecar {
-    /// Starts `iamd serve` on ephemeral loopback ports and waits until it serves.
+    /// Starts `iamd serve` on ephemeral loopback ports and waits until it serves. The master
+    /// key and the root's credentials are kept beside the store, in `data`.
     pub fn start(data: &Path, bundle: Option<&Path>, extra: &[&str]) -> Sidecar {
         let mut command = Command::new(env!("CARGO_BIN_EXE_iamd"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data"])
-            .arg(data);
+            .arg(data.join("store"))
+            .arg("--master-key-file")
+            .arg(data.join("master.keys"))
+            .arg("--root-credentials-file")
+            .arg(data.join("root.env"));
         if let Some(bundle) = bundle {
             command.arg("--bundle").arg(bundle);
         }
@@ -54,15 +63,33 @@ impl Sidecar {
         });
         let authorizer = address_after(&line, "authorizer=").expect("authorizer address in the log");
         let admin = address_after(&line, "admin=").expect("admin address in the log");
-        Sidecar { child, authorizer, admin, log }
+        let root =
+            std::fs::read_to_string(data.join("root.env")).expect("the root's credentials were written");
+        let root = iamd::client::credentials_from_file(&root).expect("the credentials file holds a key");
+        Sidecar { child, authorizer, admin, log, root }
     }
 
     pub async fn authorizer(&self) -> AuthorizerClient<Channel> {
         AuthorizerClient::connect(format!("http://{}", self.authorizer)).await.expect("connects")
     }
 
-    pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::connect(format!("http://{}", self.admin)).await.expect("connects")
+    /// The admin API, signed as the root.
+    pub async fn admin(&self) -> AdminClient<SigningChannel> {
+        self.admin_as(self.root.clone()).await
+    }
+
+    pub async fn admin_as(&self, credentials: SigningCredentials) -> AdminClient<SigningChannel> {
+        AdminClient::new(self.signed(credentials, "iam").await)
+    }
+
+    pub async fn sts_as(&self, credentials: SigningCredentials) -> StsClient<SigningChannel> {
+        StsClient::new(self.signed(credentials, "sts").await)
+    }
+
+    async fn signed(&self, credentials: SigningCredentials, service: &'static str) -> SigningChannel {
+        SigningChannel::connect(&format!("http://{}", self.admin), credentials, service)
+            .await
+            .expect("connects")
     }
 
     pub fn log_contains(&self, text: &str) -> bool {
@@ -130,4 +157,38 @@ pub fn temp_dir() -> tempfile::TempDir {
 
 pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+/// The Python of `target/python`, with botocore and pyotp (installed on first use by
+/// `tests/python/setup.sh`, which `.ci/run` also runs).
+pub fn python() -> PathBuf {
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let status = Command::new("bash").arg(root.join("tests/python/setup.sh")).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot install the Python packages the tests use (tests/python/requirements.txt): \
+                 python3 with venv and access to PyPI are needed"
+            );
+            root.join("target/python/bin/python")
+        })
+        .clone()
+}
+
+/// Runs a script of `tests/python` with `input` on standard input; returns its output lines.
+pub fn run_python(script: &str, input: &str) -> Vec<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{script} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect()
 }
