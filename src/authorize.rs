@@ -54,6 +54,9 @@ pub struct Verified<'a> {
     /// `aws:SecureTransport`.
     pub secure_transport: bool,
     pub now: jiff::Timestamp,
+    /// When MFA was verified with this very request (an MFA code given to AssumeRole or
+    /// GetSessionToken), over what the caller's session says.
+    pub mfa_at: Option<i64>,
 }
 
 /// A decision, with its explanation when asked for (and always for a deny decided before
@@ -338,16 +341,17 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
     if caller.is_root() {
         context.insert("aws:userid", [caller.account()]);
     }
-    let Some(session) = caller.session() else { return };
+    let session = caller.session();
+    let mfa_at = verified.mfa_at.or(session.and_then(|s| s.mfa_authenticated));
+    if let Some(at) = mfa_at {
+        context.insert("aws:MultiFactorAuthPresent", ["true"]);
+        context.insert("aws:MultiFactorAuthAge", [(now.as_second() - at).max(0).to_string()]);
+    } else if session.is_some() {
+        context.insert("aws:MultiFactorAuthPresent", ["false"]);
+    }
+    let Some(session) = session else { return };
     let issued = jiff::Timestamp::from_second(session.issued).unwrap_or(now);
     context.insert("aws:TokenIssueTime", [issued.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()]);
-    context.insert(
-        "aws:MultiFactorAuthPresent",
-        [if session.mfa_authenticated.is_some() { "true" } else { "false" }],
-    );
-    if let Some(at) = session.mfa_authenticated {
-        context.insert("aws:MultiFactorAuthAge", [(now.as_second() - at).max(0).to_string()]);
-    }
     if let Some(source_identity) = &session.source_identity {
         context.insert("aws:SourceIdentity", [source_identity.as_str()]);
     }

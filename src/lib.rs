@@ -23,6 +23,7 @@ pub mod server;
 pub mod simulate;
 pub mod snapshot;
 pub mod store;
+pub mod sts;
 pub mod telemetry;
 
 /// The gRPC API, generated from `proto/iamd/v1/*.proto`.

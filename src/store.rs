@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::iam::model::{AccessKey, Group, LastUsed, ResourceTags, Role, StateDocument, User};
+use crate::iam::model::{AccessKey, Group, LastUsed, MfaDevice, ResourceTags, Role, StateDocument, User};
 
 /// The layout of the data directory this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const CACHE_BYTES: u64 = 16 << 20;
-const PREFIXES: [&str; 5] = ["user/", "group/", "role/", "rtag/", "akey/"];
+const PREFIXES: [&str; 6] = ["user/", "group/", "role/", "rtag/", "akey/", "mfa/"];
 const LAST_USED_TREE: &[u8] = b"last-used";
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,8 @@ pub enum Write {
     DeleteResourceTags { arn: String },
     PutAccessKey(AccessKey),
     DeleteAccessKey { id: String },
+    PutMfaDevice(MfaDevice),
+    DeleteMfaDevice { serial: String },
 }
 
 pub struct Store {
@@ -134,6 +136,7 @@ impl Store {
             roles: read(&self.db, "role/")?,
             resource_tags: read(&self.db, "rtag/")?,
             access_keys: read(&self.db, "akey/")?,
+            mfa_devices: read(&self.db, "mfa/")?,
         })
     }
 
@@ -165,6 +168,10 @@ impl Store {
                     batch.insert(format!("akey/{}", key.id).into_bytes(), encode(key))
                 }
                 Write::DeleteAccessKey { id } => batch.remove(format!("akey/{id}").into_bytes()),
+                Write::PutMfaDevice(device) => {
+                    batch.insert(format!("mfa/{}", device.serial).into_bytes(), encode(device))
+                }
+                Write::DeleteMfaDevice { serial } => batch.remove(format!("mfa/{serial}").into_bytes()),
             }
         }
         self.db.apply_batch(batch)?;

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{Sidecar, run_python, temp_dir, write_bundle};
+use common::{Sidecar, botocore_sign, temp_dir, write_bundle};
 use iamd::credentials::sigv4::SigningCredentials;
 use iamd::proto::{self, Decision};
 use serde_json::{Value, json};
@@ -43,44 +41,6 @@ fn credentials(key: &proto::AccessKey) -> SigningCredentials {
         secret_access_key: key.secret_access_key.clone(),
         session_token: None,
     }
-}
-
-/// Signs `requests` with botocore and returns them by name.
-fn botocore_sign(credentials: &SigningCredentials, requests: Value) -> HashMap<String, proto::SignedRequest> {
-    let input = json!({
-        "credentials": {
-            "access_key_id": credentials.access_key_id,
-            "secret_access_key": credentials.secret_access_key,
-            "session_token": credentials.session_token,
-        },
-        "requests": requests,
-    });
-    run_python("sign.py", &input.to_string())
-        .iter()
-        .map(|line| {
-            let signed: Value = serde_json::from_str(line).unwrap();
-            let request = proto::SignedRequest {
-                method: signed["method"].as_str().unwrap().into(),
-                path: signed["path"].as_str().unwrap().into(),
-                query: signed["query"].as_str().unwrap().into(),
-                headers: signed["headers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| proto::Header {
-                        name: h[0].as_str().unwrap().into(),
-                        value: h[1].as_str().unwrap().into(),
-                    })
-                    .collect(),
-                payload: Some(proto::signed_request::Payload::Body(
-                    signed["body"].as_str().unwrap().as_bytes().to_vec(),
-                )),
-                source_ip: "192.0.2.10".into(),
-                secure_transport: true,
-            };
-            (signed["name"].as_str().unwrap().to_string(), request)
-        })
-        .collect()
 }
 
 fn authorize(signed: &proto::SignedRequest, action: &str, resource: &str) -> proto::AuthorizeRequest {

@@ -15,6 +15,11 @@ pub enum IamError {
     MalformedPolicyDocument(String),
     #[error("{0}")]
     InvalidInput(String),
+    #[error("{0}")]
+    InvalidAuthenticationCode(String),
+    /// A credential check failed (a wrong or reused MFA code, a wrong password).
+    #[error("{0}")]
+    AccessDenied(String),
     /// The store failed; nothing was changed.
     #[error("the change could not be stored, nothing was changed: {0}")]
     ServiceFailure(String),
@@ -30,6 +35,8 @@ impl IamError {
             IamError::LimitExceeded(_) => "LimitExceeded",
             IamError::MalformedPolicyDocument(_) => "MalformedPolicyDocument",
             IamError::InvalidInput(_) => "InvalidInput",
+            IamError::InvalidAuthenticationCode(_) => "InvalidAuthenticationCode",
+            IamError::AccessDenied(_) => "AccessDenied",
             IamError::ServiceFailure(_) => "ServiceFailure",
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod error;
 mod keys;
+mod mfa;
 pub mod model;
 pub mod validate;
 
@@ -14,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::IamError;
-use model::{AccessKey, Group, ResourceTags, Role, StateDocument, Tag, User};
+pub use mfa::NewDevice;
+use model::{AccessKey, Group, MfaDevice, ResourceTags, Role, StateDocument, Tag, User};
 use validate::NameKind;
 
 use crate::bundle::Bundle;
@@ -104,6 +106,8 @@ struct State {
     resource_tags: BTreeMap<String, Vec<Tag>>,
     /// Access keys by id, with their opened secrets.
     access_keys: BTreeMap<String, (AccessKey, Arc<AccessKeyEntry>)>,
+    /// MFA devices by serial number.
+    mfa_devices: BTreeMap<String, MfaDevice>,
     keyring: Arc<KeyRing>,
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
@@ -118,6 +122,7 @@ impl State {
             roles: BTreeMap::new(),
             resource_tags: BTreeMap::new(),
             access_keys: BTreeMap::new(),
+            mfa_devices: BTreeMap::new(),
             keyring,
             bundle: None,
             directory: Directory::default(),
@@ -141,6 +146,7 @@ pub struct Iam {
     state: Mutex<State>,
     snapshot: SharedSnapshot,
     default_account: String,
+    mfa_attempts: mfa::Attempts,
 }
 
 fn storage(e: StoreError) -> IamError {
@@ -188,7 +194,13 @@ impl Iam {
         keyring: Arc<KeyRing>,
     ) -> Result<Iam, StoreError> {
         let document = store.load()?;
-        let iam = Iam { store, state: Mutex::new(State::new(keyring)), snapshot, default_account };
+        let iam = Iam {
+            store,
+            state: Mutex::new(State::new(keyring)),
+            snapshot,
+            default_account,
+            mfa_attempts: mfa::Attempts::default(),
+        };
         {
             let mut state = iam.lock();
             load_stored(&mut state, document);
@@ -338,6 +350,7 @@ impl Iam {
             (!user.attached.is_empty(), "attached policies"),
             (!user.groups.is_empty(), "group memberships"),
             (keys::owned_by(&state, account, Some(&user.name)).next().is_some(), "access keys"),
+            (mfa::owned(&state, account, &user.name).next().is_some(), "MFA devices"),
         ]
         .into_iter()
         .filter_map(|(present, what)| present.then_some(what))
@@ -754,6 +767,7 @@ impl Iam {
                 .filter(|(key, _)| key.user.is_some())
                 .map(|(key, _)| key.clone())
                 .collect(),
+            mfa_devices: state.mfa_devices.values().cloned().collect(),
         }
     }
 
@@ -790,6 +804,7 @@ impl Iam {
             .chain(document.roles.into_iter().map(Write::PutRole))
             .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
             .chain(document.access_keys.into_iter().chain(root_keys).map(Write::PutAccessKey))
+            .chain(document.mfa_devices.into_iter().map(Write::PutMfaDevice))
             .collect();
         let stored = self.store.replace_all(&writes);
         if let Err(e) = stored {
@@ -1026,6 +1041,9 @@ fn load_stored(state: &mut State, document: StateDocument) {
         }
         state.access_keys.insert(key.id.clone(), (key, entry));
     }
+    for device in document.mfa_devices {
+        state.mfa_devices.insert(device.serial.clone(), device);
+    }
 }
 
 /// Fills `state` from an imported document, refusing anything the admin API would refuse.
@@ -1072,6 +1090,17 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         keys::check_imported(state, &key)?;
         let entry = keys::entry(state, &key);
         state.access_keys.insert(key.id.clone(), (key, entry));
+    }
+    for device in document.mfa_devices {
+        if let Some(user) = &device.user
+            && !state.users.contains_key(&key(&device.account, user))
+        {
+            return Err(IamError::NoSuchEntity(format!(
+                "MFA device {} is enabled for user {user}, which the document does not define",
+                device.serial
+            )));
+        }
+        state.mfa_devices.insert(device.serial.clone(), device);
     }
     Ok(())
 }
@@ -1132,6 +1161,12 @@ fn apply(state: &mut State, write: Write) {
         Write::DeleteAccessKey { id } => {
             state.directory.access_keys.remove(id.as_str());
             state.access_keys.remove(&id);
+        }
+        Write::PutMfaDevice(device) => {
+            state.mfa_devices.insert(device.serial.clone(), device);
+        }
+        Write::DeleteMfaDevice { serial } => {
+            state.mfa_devices.remove(&serial);
         }
     }
 }

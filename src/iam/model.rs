@@ -132,6 +132,26 @@ pub struct LastUsed {
     pub region: String,
 }
 
+/// A virtual MFA device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaDevice {
+    /// `arn:aws:iam::ACCOUNT:mfa/NAME`.
+    pub serial: String,
+    pub account: String,
+    pub name: String,
+    /// The TOTP seed sealed with the master key (base64).
+    pub sealed_seed: String,
+    pub created: String,
+    /// The user it is enabled for.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<String>,
+    /// The time step of the last code accepted: a code is accepted once.
+    #[serde(default)]
+    pub last_step: u64,
+}
+
 /// Everything iamd stores: the format of `iamd admin export` and `import`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDocument {
@@ -148,4 +168,7 @@ pub struct StateDocument {
     /// is configured.
     #[serde(default)]
     pub access_keys: Vec<AccessKey>,
+    /// MFA devices with their seeds sealed, like access keys.
+    #[serde(default)]
+    pub mfa_devices: Vec<MfaDevice>,
 }

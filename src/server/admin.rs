@@ -209,6 +209,7 @@ impl Core {
                 source_ip: None,
                 secure_transport: false,
                 now: jiff::Timestamp::now(),
+                mfa_at: None,
             }),
         };
         let answer = crate::authorize::decide(&snapshot, query).map_err(convert::invalid_argument)?;
@@ -1092,6 +1093,118 @@ impl Admin for AdminService {
         Ok(Response::new(proto::GetAccessKeyLastUsedResponse {
             user_name: key.user.unwrap_or_default(),
             access_key_last_used,
+        }))
+    }
+
+    async fn create_virtual_mfa_device(
+        &self,
+        r: Request<proto::CreateVirtualMfaDeviceRequest>,
+    ) -> Result<Response<proto::VirtualMfaDevice>, Status> {
+        let (caller, r) = split(r);
+        let account = if r.account_id.is_empty() { self.core.iam.default_account() } else { &r.account_id };
+        let path = if r.path.is_empty() { "/" } else { &r.path };
+        let serial = format!("arn:aws:iam::{account}:mfa{path}{}", r.virtual_mfa_device_name);
+        let created = self
+            .run(caller, Call::iam("CreateVirtualMFADevice", Target::Arn(serial)), move |iam| {
+                iam.create_virtual_mfa_device(&r.account_id, &r.virtual_mfa_device_name, &r.path)
+            })
+            .await?;
+        Ok(Response::new(proto::VirtualMfaDevice {
+            serial_number: created.device.serial.clone(),
+            base32_string_seed: created.base32_seed.clone(),
+            otpauth_uri: created.otpauth_uri.clone(),
+            user_name: String::new(),
+            enable_date: String::new(),
+        }))
+    }
+
+    async fn enable_mfa_device(
+        &self,
+        r: Request<proto::MfaCodesRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.user_name.clone());
+        self.run(caller, Call::iam("EnableMFADevice", target), move |iam| {
+            iam.enable_mfa_device(
+                &r.account_id,
+                &r.user_name,
+                &r.serial_number,
+                &r.authentication_code1,
+                &r.authentication_code2,
+            )
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn resync_mfa_device(
+        &self,
+        r: Request<proto::MfaCodesRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.user_name.clone());
+        self.run(caller, Call::iam("ResyncMFADevice", target), move |iam| {
+            iam.resync_mfa_device(
+                &r.account_id,
+                &r.user_name,
+                &r.serial_number,
+                &r.authentication_code1,
+                &r.authentication_code2,
+            )
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn deactivate_mfa_device(
+        &self,
+        r: Request<proto::MfaDeviceRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.user_name.clone());
+        self.run(caller, Call::iam("DeactivateMFADevice", target), move |iam| {
+            iam.deactivate_mfa_device(&r.account_id, &r.user_name, &r.serial_number)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn delete_virtual_mfa_device(
+        &self,
+        r: Request<proto::MfaDeviceRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Arn(r.serial_number.clone());
+        self.run(caller, Call::iam("DeleteVirtualMFADevice", target), move |iam| {
+            iam.delete_virtual_mfa_device(&r.serial_number)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn list_mfa_devices(
+        &self,
+        r: Request<proto::AccessKeyOwner>,
+    ) -> Result<Response<proto::ListMfaDevicesResponse>, Status> {
+        let (caller, r) = split(r);
+        let owner = key_owner(caller.as_deref(), &r.user_name)?
+            .ok_or_else(|| iam_status(IamError::InvalidInput("name the user (user_name)".into())))?;
+        let target = Target::Entity(Entity::User, r.account_id.clone(), owner.clone());
+        let devices = self
+            .run(caller, Call::iam("ListMFADevices", target), move |iam| {
+                iam.list_mfa_devices(&r.account_id, &owner)
+            })
+            .await?;
+        Ok(Response::new(proto::ListMfaDevicesResponse {
+            mfa_devices: devices
+                .into_iter()
+                .map(|d| proto::VirtualMfaDevice {
+                    serial_number: d.serial,
+                    user_name: d.user.unwrap_or_default(),
+                    enable_date: d.enabled.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .collect(),
         }))
     }
 

@@ -29,7 +29,10 @@ pub fn iam_status(error: IamError) -> Status {
         IamError::EntityAlreadyExists(_) => Code::AlreadyExists,
         IamError::DeleteConflict(_) => Code::FailedPrecondition,
         IamError::LimitExceeded(_) => Code::ResourceExhausted,
-        IamError::MalformedPolicyDocument(_) | IamError::InvalidInput(_) => Code::InvalidArgument,
+        IamError::MalformedPolicyDocument(_)
+        | IamError::InvalidInput(_)
+        | IamError::InvalidAuthenticationCode(_) => Code::InvalidArgument,
+        IamError::AccessDenied(_) => Code::PermissionDenied,
         IamError::ServiceFailure(_) => Code::Unavailable,
     };
     coded(code, error.code(), "iam.amazonaws.com", error.to_string())

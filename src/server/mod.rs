@@ -8,6 +8,7 @@ mod authenticate;
 mod authorizer;
 mod convert;
 mod request_id;
+mod sts;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -116,6 +117,7 @@ impl Core {
                 source_ip: Some(signed.source_ip.as_str()),
                 secure_transport: signed.secure_transport,
                 now,
+                mfa_at: None,
             }
         });
         let principal =
@@ -519,6 +521,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
+        .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx));
 
     tracing::info!(

@@ -192,3 +192,44 @@ pub fn run_python(script: &str, input: &str) -> Vec<String> {
     assert!(output.status.success(), "{script} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect()
 }
+
+/// Signs `requests` with botocore and returns them by name.
+pub fn botocore_sign(
+    credentials: &SigningCredentials,
+    requests: serde_json::Value,
+) -> std::collections::HashMap<String, iamd::proto::SignedRequest> {
+    let input = serde_json::json!({
+        "credentials": {
+            "access_key_id": credentials.access_key_id,
+            "secret_access_key": credentials.secret_access_key,
+            "session_token": credentials.session_token,
+        },
+        "requests": requests,
+    });
+    run_python("sign.py", &input.to_string())
+        .iter()
+        .map(|line| {
+            let signed: serde_json::Value = serde_json::from_str(line).unwrap();
+            let request = iamd::proto::SignedRequest {
+                method: signed["method"].as_str().unwrap().into(),
+                path: signed["path"].as_str().unwrap().into(),
+                query: signed["query"].as_str().unwrap().into(),
+                headers: signed["headers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| iamd::proto::Header {
+                        name: h[0].as_str().unwrap().into(),
+                        value: h[1].as_str().unwrap().into(),
+                    })
+                    .collect(),
+                payload: Some(iamd::proto::signed_request::Payload::Body(
+                    signed["body"].as_str().unwrap().as_bytes().to_vec(),
+                )),
+                source_ip: "192.0.2.10".into(),
+                secure_transport: true,
+            };
+            (signed["name"].as_str().unwrap().to_string(), request)
+        })
+        .collect()
+}

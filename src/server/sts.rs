@@ -1,0 +1,197 @@
+//! The `iamd.v1.Sts` service: a thin layer over [`crate::sts`], which holds the rules. Every
+//! issue of credentials, and every refusal, is audited.
+
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+
+use super::Core;
+use super::convert::{coded, tags};
+use crate::audit::AuditRecord;
+use crate::credentials::Authenticated;
+use crate::proto::{self, sts_server::Sts as StsApi};
+use crate::sts::{AssumeRole, Issued, Sts, StsError};
+
+pub struct StsService {
+    core: Arc<Core>,
+}
+
+impl StsService {
+    pub fn new(core: Arc<Core>) -> Self {
+        StsService { core }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Arc<Authenticated>, Status> {
+    request.extensions().get::<Arc<Authenticated>>().cloned().ok_or_else(|| {
+        coded(
+            Code::Unauthenticated,
+            "MissingAuthenticationToken",
+            "sts.amazonaws.com",
+            "Request is missing Authentication Token".into(),
+        )
+    })
+}
+
+fn sts_status(error: &StsError) -> Status {
+    let code = match error.code {
+        "AccessDenied" => Code::PermissionDenied,
+        "ServiceFailure" => Code::Unavailable,
+        _ => Code::InvalidArgument,
+    };
+    coded(code, error.code, "sts.amazonaws.com", error.message.clone())
+}
+
+fn credentials(issued: &Issued) -> proto::Credentials {
+    proto::Credentials {
+        access_key_id: issued.session.access_key_id.clone(),
+        secret_access_key: issued.session.secret_access_key.expose().to_string(),
+        session_token: issued.session_token.clone(),
+        expiration: issued.expiration(),
+    }
+}
+
+fn optional(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn duration(seconds: i32) -> Result<u32, Status> {
+    u32::try_from(seconds).map_err(|_| {
+        sts_status(&StsError {
+            code: "ValidationError",
+            message: "durationSeconds must not be negative".into(),
+        })
+    })
+}
+
+impl Core {
+    /// Runs an STS operation against the current snapshot, off the async workers (an MFA
+    /// check writes to the store), and audits it.
+    async fn sts_call<T: Send + 'static>(
+        self: &Arc<Self>,
+        caller: Arc<Authenticated>,
+        operation: &'static str,
+        resource: String,
+        f: impl FnOnce(&Sts<'_>, &Authenticated) -> Result<T, StsError> + Send + 'static,
+        issued_key: impl Fn(&T) -> String + Send + 'static,
+    ) -> Result<T, Status> {
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = core.snapshot.load_full().ok_or_else(|| {
+                Status::unavailable("no policy bundle is loaded yet: credentials cannot be issued")
+            })?;
+            let sts = Sts {
+                snapshot: &snapshot,
+                iam: &core.iam,
+                keyring: core.authenticator.keyring(),
+                now: jiff::Timestamp::now(),
+            };
+            let result = f(&sts, &caller);
+            if core.audit.enabled() {
+                let error = result.as_ref().err();
+                core.audit.record(AuditRecord {
+                    event_time: sts.now.to_string(),
+                    event_name: operation.to_string(),
+                    principal: caller.principal_arn(),
+                    action: format!("sts:{operation}"),
+                    resource: resource.clone(),
+                    decision: if error.is_some_and(|e| e.code == "AccessDenied") {
+                        "ImplicitDeny"
+                    } else {
+                        "Allow"
+                    }
+                    .to_string(),
+                    reason: match &result {
+                        Ok(issued) => Some(format!("issued temporary credentials {}", issued_key(issued))),
+                        Err(e) => Some(e.message.clone()),
+                    },
+                    snapshot_revision: snapshot.revision.clone(),
+                    access_key_id: Some(caller.access_key_id.clone()),
+                    error_code: error.map(|e| e.code.to_string()),
+                    ..AuditRecord::default()
+                });
+            }
+            result.map_err(|e| sts_status(&e))
+        })
+        .await
+        .map_err(|_| Status::internal(format!("{operation} failed unexpectedly")))?
+    }
+}
+
+#[tonic::async_trait]
+impl StsApi for StsService {
+    async fn assume_role(
+        &self,
+        r: Request<proto::AssumeRoleRequest>,
+    ) -> Result<Response<proto::AssumeRoleResponse>, Status> {
+        let caller = caller(&r)?;
+        let r = r.into_inner();
+        let request = AssumeRole {
+            role_arn: r.role_arn.clone(),
+            role_session_name: r.role_session_name,
+            duration_seconds: duration(r.duration_seconds)?,
+            policy: optional(r.policy),
+            policy_arns: r.policy_arns,
+            tags: tags(&r.tags),
+            transitive_tag_keys: r.transitive_tag_keys,
+            external_id: optional(r.external_id),
+            mfa: optional(r.serial_number).zip(optional(r.token_code)),
+            source_identity: optional(r.source_identity),
+        };
+        let issued = self
+            .core
+            .sts_call(
+                caller,
+                "AssumeRole",
+                r.role_arn,
+                move |sts, caller| sts.assume_role(caller, request),
+                |i| i.session.access_key_id.clone(),
+            )
+            .await?;
+        Ok(Response::new(proto::AssumeRoleResponse {
+            credentials: Some(credentials(&issued)),
+            assumed_role_user: Some(proto::AssumedRoleUser {
+                assumed_role_id: issued.session.user_id(),
+                arn: issued.session.principal_arn(),
+            }),
+            packed_policy_size: issued.packed_policy_size as i32,
+            source_identity: issued.session.source_identity.clone().unwrap_or_default(),
+        }))
+    }
+
+    async fn get_session_token(
+        &self,
+        r: Request<proto::GetSessionTokenRequest>,
+    ) -> Result<Response<proto::GetSessionTokenResponse>, Status> {
+        let caller = caller(&r)?;
+        let r = r.into_inner();
+        let seconds = duration(r.duration_seconds)?;
+        let mfa = optional(r.serial_number).zip(optional(r.token_code));
+        let resource = caller.principal_arn();
+        let issued = self
+            .core
+            .sts_call(
+                caller,
+                "GetSessionToken",
+                resource,
+                move |sts, caller| sts.get_session_token(caller, seconds, mfa),
+                |i| i.session.access_key_id.clone(),
+            )
+            .await?;
+        Ok(Response::new(proto::GetSessionTokenResponse { credentials: Some(credentials(&issued)) }))
+    }
+
+    async fn get_caller_identity(
+        &self,
+        r: Request<proto::Empty>,
+    ) -> Result<Response<proto::GetCallerIdentityResponse>, Status> {
+        let caller = caller(&r)?;
+        let snapshot = self
+            .core
+            .snapshot
+            .load_full()
+            .ok_or_else(|| Status::unavailable("no policy bundle is loaded yet"))?;
+        let (user_id, account, arn) = crate::sts::caller_identity(&caller, &snapshot);
+        Ok(Response::new(proto::GetCallerIdentityResponse { user_id, account, arn }))
+    }
+}
