@@ -331,7 +331,7 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
         context.remove_prefix(key);
     }
     let now = verified.now;
-    context.insert("aws:CurrentTime", [now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()]);
+    context.insert("aws:CurrentTime", [current_time(now.as_second())]);
     context.insert("aws:EpochTime", [now.as_second().to_string()]);
     context.insert("aws:SecureTransport", [if verified.secure_transport { "true" } else { "false" }]);
     if let Some(ip) = verified.source_ip.filter(|ip| !ip.is_empty()) {
@@ -350,8 +350,7 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
         context.insert("aws:MultiFactorAuthPresent", ["false"]);
     }
     let Some(session) = session else { return };
-    let issued = jiff::Timestamp::from_second(session.issued).unwrap_or(now);
-    context.insert("aws:TokenIssueTime", [issued.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()]);
+    context.insert("aws:TokenIssueTime", [session.issue_time()]);
     if let Some(source_identity) = &session.source_identity {
         context.insert("aws:SourceIdentity", [source_identity.as_str()]);
     }
@@ -361,6 +360,21 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
     for tag in &session.tags {
         context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
     }
+}
+
+/// `aws:CurrentTime` for a second: formatted once per second per thread, not per request.
+fn current_time(second: i64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != second {
+            let time = jiff::Timestamp::from_second(second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            *last = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
+        last.1.clone()
+    })
 }
 
 /// A session outlives its principal if the user or role was deleted (and perhaps recreated

@@ -62,8 +62,8 @@ impl From<IamError> for StsError {
     }
 }
 
-/// AssumeRole's parameters.
-#[derive(Clone, Debug, Default)]
+/// AssumeRole's parameters. Its `Debug` leaves out the MFA code and the external id.
+#[derive(Clone, Default)]
 pub struct AssumeRole {
     pub role_arn: String,
     pub role_session_name: String,
@@ -77,6 +77,20 @@ pub struct AssumeRole {
     /// An MFA device of the caller and its current code.
     pub mfa: Option<(String, String)>,
     pub source_identity: Option<String>,
+}
+
+impl std::fmt::Debug for AssumeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssumeRole")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("duration_seconds", &self.duration_seconds)
+            .field("policy_arns", &self.policy_arns)
+            .field("tags", &self.tags)
+            .field("mfa_serial", &self.mfa.as_ref().map(|(serial, _)| serial))
+            .field("source_identity", &self.source_identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Newly issued temporary credentials.
@@ -165,13 +179,16 @@ impl Sts<'_> {
                 "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
             ));
         }
+        // The inline and managed session policies share one limit of plain text.
+        let policy_chars = request.policy.as_ref().map_or(0, |p| p.chars().count())
+            + request.policy_arns.iter().map(|arn| arn.chars().count()).sum::<usize>();
+        if policy_chars > MAX_INLINE_POLICY_CHARS {
+            return Err(validation(format!(
+                "1 validation error detected: the session policies (Policy and PolicyArns) have {policy_chars} \
+                 characters; Member must have length less than or equal to {MAX_INLINE_POLICY_CHARS}"
+            )));
+        }
         if let Some(text) = &request.policy {
-            if text.chars().count() > MAX_INLINE_POLICY_CHARS {
-                return Err(validation(format!(
-                    "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must have \
-                     length less than or equal to {MAX_INLINE_POLICY_CHARS}"
-                )));
-            }
             policy::parse("session policy", text, PolicyKind::Session)
                 .map_err(|e| StsError { code: "MalformedPolicyDocument", message: e.to_string() })?;
         }
@@ -256,12 +273,6 @@ impl Sts<'_> {
         if role.arn() != request.role_arn {
             return Err(denied());
         }
-        if duration > role.max_session_duration {
-            return Err(validation(
-                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
-            ));
-        }
-
         let mut context = Context::default();
         context.insert("sts:RoleSessionName", [request.role_session_name.as_str()]);
         if let Some(external_id) = &request.external_id {
@@ -276,14 +287,17 @@ impl Sts<'_> {
         if !request.transitive_tag_keys.is_empty() {
             context.insert("sts:TransitiveTagKeys", request.transitive_tag_keys.iter().map(String::as_str));
         }
-        if let Some(source_identity) = &request.source_identity {
+        // A source identity, set now or carried from the calling session, needs
+        // sts:SetSourceIdentity from every role of the chain.
+        let source_identity = request.source_identity.clone().or(inherited_identity);
+        if let Some(source_identity) = &source_identity {
             context.insert("sts:SourceIdentity", [source_identity.as_str()]);
         }
         let mut actions = vec!["sts:AssumeRole"];
         if !request.tags.is_empty() || !request.transitive_tag_keys.is_empty() {
             actions.push("sts:TagSession");
         }
-        if request.source_identity.is_some() && inherited_identity.is_none() {
+        if source_identity.is_some() {
             actions.push("sts:SetSourceIdentity");
         }
         for action in actions {
@@ -309,6 +323,12 @@ impl Sts<'_> {
             }
         }
 
+        // Only now that the caller may assume the role does it learn the role's limit.
+        if duration > role.max_session_duration {
+            return Err(validation(
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            ));
+        }
         let now = self.now.as_second();
         let mut session = Session::new(
             new_access_key_id(TEMPORARY_PREFIX),
@@ -328,7 +348,7 @@ impl Sts<'_> {
         session.policy_arns = request.policy_arns.clone();
         session.tags = tags;
         session.transitive_tag_keys = transitive_tag_keys;
-        session.source_identity = request.source_identity.clone().or(inherited_identity);
+        session.source_identity = source_identity;
         session.mfa_authenticated = mfa_at;
         let packed_policy_size = packed_size(&session)?;
         let session_token = session.seal(self.keyring);
@@ -435,6 +455,13 @@ fn session_tags(caller: Option<&Session>, request: &AssumeRole) -> Result<(Vec<T
         if tag.key.is_empty() || tag.key.chars().count() > 128 || tag.value.chars().count() > 256 {
             return Err(validation(format!(
                 "session tag `{}`: keys are 1 to 128 characters and values at most 256",
+                tag.key
+            )));
+        }
+        let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+        if !tag.key.chars().all(allowed) || !tag.value.chars().all(allowed) {
+            return Err(validation(format!(
+                "session tag `{}`: keys and values are letters, digits, spaces and _.:/=+-@",
                 tag.key
             )));
         }

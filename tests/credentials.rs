@@ -270,6 +270,14 @@ async fn requests_signed_by_botocore_are_authenticated_and_their_altered_copies_
     cases.push(("signed in the future", signed["future"].clone(), "RequestExpired"));
     cases.push(("expired presigned URL", signed["old-presigned"].clone(), "RequestExpired"));
     cases.push(("replayed", signed["get"].clone(), "AccessDenied"));
+    // The same signed request may be asked about for another action (CopyObject reads one
+    // object and writes another), but not twice for the same one.
+    let other_question = authorizer
+        .authorize(authorize(&signed["get"], "s3:GetObjectVersion", &object("alice/q1.csv")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&other_question).1, "", "{other_question:?}");
     let mut unsigned = signed["get"].clone();
     unsigned.headers.retain(|h| !h.name.eq_ignore_ascii_case("authorization"));
     cases.push(("unsigned", unsigned, "MissingAuthenticationToken"));

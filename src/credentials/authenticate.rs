@@ -71,14 +71,21 @@ impl Authenticated {
     }
 }
 
+/// A session token as presented, and the session it opened to.
+type OpenedToken = (Box<str>, Arc<Session>);
+
 /// Verifies signed requests against the access keys of a snapshot and the session tokens its
 /// keyring sealed. Shared by every request; its caches are behind short-held locks.
 pub struct Authenticator {
     keyring: Arc<KeyRing>,
-    signing_keys: Mutex<HashMap<String, SigningKey>>,
-    sessions: Mutex<HashMap<[u8; 32], Arc<Session>>>,
+    /// The signing key of each access key for the scope it was last used with, and the secret
+    /// it was derived from (a key id's secret can change through an import).
+    signing_keys: Mutex<HashMap<String, (sigv4::Scope, Secret, SigningKey)>>,
+    /// Opened session tokens, by their access key id (unique to each session).
+    sessions: Mutex<HashMap<String, OpenedToken>>,
     replays: Option<Mutex<ReplayCache>>,
-    last_used: Mutex<HashMap<String, LastUsed>>,
+    /// Uses not yet recorded: when (seconds), service and region.
+    last_used: Mutex<HashMap<String, (i64, String, String)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -112,21 +119,21 @@ impl Authenticator {
         &self.keyring
     }
 
-    /// Authenticates `request` at time `now`.
+    /// Authenticates `request` at time `now`. `question` is what the request is used for (the
+    /// action and resource decided for it): a signature is refused when it is presented twice
+    /// for the same question, so that a service may ask several questions about one request.
     pub fn authenticate(
         &self,
         directory: &Directory,
         request: &HttpRequest<'_>,
         now: Timestamp,
+        question: &str,
     ) -> Result<Authenticated, AuthError> {
         let signature = sigv4::parse(request)?;
         sigv4::check_time(&signature, now)?;
         let (caller, secret) = if signature.access_key_id.starts_with(TEMPORARY_PREFIX) {
             let token = signature.session_token.as_deref().ok_or_else(AuthError::invalid_token)?;
-            let session = self.open_session(token)?;
-            if session.access_key_id != signature.access_key_id {
-                return Err(AuthError::invalid_token());
-            }
+            let session = self.open_session(&signature.access_key_id, token)?;
             if now.as_second() >= session.expires {
                 return Err(AuthError::new(
                     ErrorCode::ExpiredToken,
@@ -150,15 +157,19 @@ impl Authenticator {
             };
             (caller, secret)
         };
-        let key = self.signing_key(&signature.access_key_id, &secret, &signature.scope);
+        let (key, cached) = self.signing_key(&signature.access_key_id, &secret, &signature.scope);
         sigv4::verify(request, &signature, &key)?;
+        if !cached {
+            self.remember_signing_key(&signature.access_key_id, secret, &signature.scope, key);
+        }
+        let seen = Sha256::new()
+            .chain_update(signature.signature())
+            .chain_update([0])
+            .chain_update(question)
+            .finalize();
         if signature.presigned_expires.is_none()
             && let Some(replays) = &self.replays
-            && !lock(replays).first_use(
-                signature.signature(),
-                signature.valid_until().as_second(),
-                now.as_second(),
-            )
+            && !lock(replays).first_use(seen.into(), signature.valid_until().as_second(), now.as_second())
         {
             return Err(AuthError::new(
                 ErrorCode::AccessDenied,
@@ -166,14 +177,7 @@ impl Authenticator {
             ));
         }
         if !matches!(caller, Caller::Session(_)) {
-            lock(&self.last_used).insert(
-                signature.access_key_id.clone(),
-                LastUsed {
-                    date: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                    service: signature.scope.service.clone(),
-                    region: signature.scope.region.clone(),
-                },
-            );
+            self.used(&signature.access_key_id, now.as_second(), &signature.scope);
         }
         Ok(Authenticated {
             access_key_id: signature.access_key_id,
@@ -183,43 +187,81 @@ impl Authenticator {
         })
     }
 
+    /// Notes a use of a long-term key; allocates only when the second, service or region
+    /// changes.
+    fn used(&self, access_key_id: &str, at: i64, scope: &sigv4::Scope) {
+        let mut pending = lock(&self.last_used);
+        match pending.get_mut(access_key_id) {
+            Some((when, service, region)) if *service == scope.service && *region == scope.region => {
+                *when = at
+            }
+            _ => {
+                pending.insert(access_key_id.to_string(), (at, scope.service.clone(), scope.region.clone()));
+            }
+        }
+    }
+
     /// Takes the last-used records gathered since the previous call, for the store.
     pub fn take_last_used(&self) -> Vec<(String, LastUsed)> {
-        lock(&self.last_used).drain().collect()
+        lock(&self.last_used).drain().map(|(id, used)| (id, last_used(used))).collect()
     }
 
     /// The most recent use not yet taken, if any.
     pub fn pending_last_used(&self, access_key_id: &str) -> Option<LastUsed> {
-        lock(&self.last_used).get(access_key_id).cloned()
+        lock(&self.last_used).get(access_key_id).cloned().map(last_used)
     }
 
-    fn open_session(&self, token: &str) -> Result<Arc<Session>, AuthError> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(session) = lock(&self.sessions).get(&digest) {
+    /// Opens the session token of `access_key_id`, or finds it already opened. A cached
+    /// session is used only for the very token it was opened from.
+    fn open_session(&self, access_key_id: &str, token: &str) -> Result<Arc<Session>, AuthError> {
+        if let Some((cached, session)) = lock(&self.sessions).get(access_key_id)
+            && constant_time_eq::constant_time_eq(cached.as_bytes(), token.as_bytes())
+        {
             return Ok(session.clone());
         }
         let session = Arc::new(Session::open(&self.keyring, token).ok_or_else(AuthError::invalid_token)?);
+        if session.access_key_id != access_key_id {
+            return Err(AuthError::invalid_token());
+        }
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= CACHE_ENTRIES {
             sessions.clear();
         }
-        sessions.insert(digest, session.clone());
+        sessions.insert(access_key_id.to_string(), (token.into(), session.clone()));
         Ok(session)
     }
 
-    fn signing_key(&self, access_key_id: &str, secret: &Secret, scope: &sigv4::Scope) -> SigningKey {
-        let cache_key = format!("{access_key_id}/{}/{}/{}", scope.date, scope.region, scope.service);
-        if let Some(key) = lock(&self.signing_keys).get(&cache_key) {
-            return *key;
+    /// The signing key for `scope`, and whether it came from the cache.
+    fn signing_key(&self, access_key_id: &str, secret: &Secret, scope: &sigv4::Scope) -> (SigningKey, bool) {
+        if let Some((cached_scope, cached_secret, key)) = lock(&self.signing_keys).get(access_key_id)
+            && cached_scope == scope
+            && cached_secret == secret
+        {
+            return (*key, true);
         }
-        let key = SigningKey::derive(secret.expose(), scope);
+        (SigningKey::derive(secret.expose(), scope), false)
+    }
+
+    /// Caches a signing key once a request verified with it: unverified requests cannot fill
+    /// the cache.
+    fn remember_signing_key(
+        &self,
+        access_key_id: &str,
+        secret: Secret,
+        scope: &sigv4::Scope,
+        key: SigningKey,
+    ) {
         let mut keys = lock(&self.signing_keys);
         if keys.len() >= CACHE_ENTRIES {
             keys.clear();
         }
-        keys.insert(cache_key, key);
-        key
+        keys.insert(access_key_id.to_string(), (scope.clone(), secret, key));
     }
+}
+
+fn last_used((at, service, region): (i64, String, String)) -> LastUsed {
+    let date = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    LastUsed { date: date.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), service, region }
 }
 
 /// Signatures seen while they are still acceptable, oldest first.
@@ -236,7 +278,7 @@ impl ReplayCache {
 
     /// Records `signature` (valid until `expires`) and says whether it was new. When full, the
     /// oldest entry is forgotten: memory stays bounded at the cost of the oldest protection.
-    fn first_use(&mut self, signature: &str, expires: i64, now: i64) -> bool {
+    fn first_use(&mut self, digest: [u8; 32], expires: i64, now: i64) -> bool {
         while let Some((oldest, until)) = self.order.front() {
             if *until >= now && self.order.len() < self.capacity {
                 break;
@@ -244,7 +286,7 @@ impl ReplayCache {
             self.seen.remove(oldest);
             self.order.pop_front();
         }
-        let digest: [u8; 32] = Sha256::digest(signature.as_bytes()).into();
+
         if !self.seen.insert(digest) {
             return false;
         }
@@ -260,13 +302,14 @@ mod tests {
     #[test]
     fn the_replay_cache_refuses_a_second_use_and_stays_bounded() {
         let mut cache = ReplayCache::new(2);
-        assert!(cache.first_use("a", 100, 0));
-        assert!(!cache.first_use("a", 100, 1));
-        assert!(cache.first_use("b", 100, 1));
-        assert!(cache.first_use("c", 100, 1));
+        let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
+        assert!(cache.first_use(a, 100, 0));
+        assert!(!cache.first_use(a, 100, 1));
+        assert!(cache.first_use(b, 100, 1));
+        assert!(cache.first_use(c, 100, 1));
         assert_eq!(cache.order.len(), 2);
         // Expired entries are forgotten.
-        assert!(cache.first_use("b", 300, 200));
+        assert!(cache.first_use(b, 300, 200));
         assert_eq!(cache.order.len(), 1);
     }
 }

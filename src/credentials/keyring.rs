@@ -120,7 +120,8 @@ impl KeyRing {
                 index: index + 1,
                 message,
             };
-            let bytes = STANDARD.decode(entry).map_err(|e| invalid(format!("not base64 ({e})")))?;
+            // The decoder's error would quote the offending character: a piece of the key.
+            let bytes = STANDARD.decode(entry).map_err(|_| invalid("not valid base64".to_string()))?;
             let bytes: [u8; 32] = bytes
                 .as_slice()
                 .try_into()

@@ -67,6 +67,8 @@ pub struct Session {
     /// The inline policy, compiled on first use.
     #[serde(skip)]
     compiled: OnceLock<Result<Option<Arc<Policy>>, String>>,
+    #[serde(skip)]
+    issue_time: OnceLock<String>,
 }
 
 impl Session {
@@ -93,7 +95,18 @@ impl Session {
             expires,
             mfa_authenticated: None,
             compiled: OnceLock::new(),
+            issue_time: OnceLock::new(),
         }
+    }
+
+    /// `aws:TokenIssueTime`: when the session was issued, in ISO 8601.
+    pub fn issue_time(&self) -> String {
+        self.issue_time
+            .get_or_init(|| {
+                let issued = jiff::Timestamp::from_second(self.issued).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                issued.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+            })
+            .clone()
     }
 
     /// The ARN this session acts as: `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` for a

@@ -8,8 +8,6 @@
 //!
 //! Reference: <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html>
 
-use std::fmt::Write as _;
-
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -94,8 +92,9 @@ impl AuthError {
     }
 }
 
-/// A request as the service received it.
-#[derive(Clone, Copy, Debug)]
+/// A request as the service received it. Its `Debug` shows no header value or body: they
+/// carry signatures and session tokens.
+#[derive(Clone, Copy)]
 pub struct HttpRequest<'a> {
     pub method: &'a str,
     /// The path exactly as sent (still percent-encoded), without the query.
@@ -105,6 +104,17 @@ pub struct HttpRequest<'a> {
     /// Header names (any case) and values; a name may repeat.
     pub headers: &'a [(String, String)],
     pub payload: Payload<'a>,
+}
+
+impl std::fmt::Debug for HttpRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("header_names", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the verifier knows of the payload.
@@ -134,8 +144,8 @@ pub struct Scope {
     pub service: String,
 }
 
-/// A parsed (not yet verified) signature.
-#[derive(Clone, Debug)]
+/// A parsed (not yet verified) signature. Its `Debug` omits the signature and the token.
+#[derive(Clone)]
 pub struct Signature {
     pub access_key_id: String,
     pub scope: Scope,
@@ -143,10 +153,23 @@ pub struct Signature {
     signature: String,
     /// When the request was signed.
     pub time: Timestamp,
+    /// The same time in the basic ISO 8601 form the string to sign uses.
+    amz_date: String,
     /// `X-Amz-Security-Token`, for temporary credentials.
     pub session_token: Option<String>,
     /// For a presigned URL, how many seconds it stays valid.
     pub presigned_expires: Option<i64>,
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signature")
+            .field("access_key_id", &self.access_key_id)
+            .field("scope", &self.scope)
+            .field("time", &self.time)
+            .field("presigned_expires", &self.presigned_expires)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signature {
@@ -204,12 +227,14 @@ fn parse_header(request: &HttpRequest<'_>, header: &str) -> Result<Signature, Au
     let credential = credential.ok_or_else(|| missing("Credential"))?;
     let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
-    let time = match request.header("x-amz-date") {
-        Some(value) => parse_amz_date(value)?,
+    let (time, amz_date) = match request.header("x-amz-date") {
+        Some(value) => (parse_amz_date(value)?, value.to_string()),
         None => match request.header("date") {
-            Some(value) => jiff::fmt::rfc2822::parse(value).map(|zoned| zoned.timestamp()).map_err(|_| {
-                AuthError::incomplete(format!("Date header '{value}' is not a valid HTTP date."))
-            })?,
+            Some(value) => jiff::fmt::rfc2822::parse(value)
+                .map(|zoned| (zoned.timestamp(), amz_date(zoned.timestamp())))
+                .map_err(|_| {
+                    AuthError::incomplete(format!("Date header '{value}' is not a valid HTTP date."))
+                })?,
             None => {
                 return Err(AuthError::incomplete(
                     "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
@@ -224,6 +249,7 @@ fn parse_header(request: &HttpRequest<'_>, header: &str) -> Result<Signature, Au
         signed_headers: split_signed_headers(signed_headers)?,
         signature: signature.to_string(),
         time,
+        amz_date,
         session_token: request.header("x-amz-security-token").map(str::to_string),
         presigned_expires: None,
     })
@@ -240,7 +266,8 @@ fn parse_presigned(query: &[(String, String)]) -> Result<Signature, AuthError> {
         return Err(AuthError::incomplete(format!("X-Amz-Algorithm only supports '{ALGORITHM}'.")));
     }
     let (access_key_id, scope) = parse_credential(require("X-Amz-Credential")?)?;
-    let time = parse_amz_date(require("X-Amz-Date")?)?;
+    let amz_date = require("X-Amz-Date")?;
+    let time = parse_amz_date(amz_date)?;
     let expires = require("X-Amz-Expires")?;
     let expires = expires
         .parse::<i64>()
@@ -257,16 +284,28 @@ fn parse_presigned(query: &[(String, String)]) -> Result<Signature, AuthError> {
         signed_headers: split_signed_headers(require("X-Amz-SignedHeaders")?)?,
         signature: require("X-Amz-Signature")?.to_string(),
         time,
+        amz_date: amz_date.to_string(),
         session_token: get("X-Amz-Security-Token").map(str::to_string),
         presigned_expires: Some(expires),
     })
+}
+
+/// Region and service names: 1 to 64 lower-case letters, digits and `-`.
+fn scope_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn parse_credential(credential: &str) -> Result<(String, Scope), AuthError> {
     let parts: Vec<&str> = credential.split('/').collect();
     match parts.as_slice() {
         [key, date, region, service, "aws4_request"]
-            if !key.is_empty() && date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) =>
+            if (1..=128).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_alphanumeric())
+                && date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && scope_name(region)
+                && scope_name(service) =>
         {
             Ok((
                 key.to_string(),
@@ -291,15 +330,29 @@ fn split_signed_headers(value: &str) -> Result<Vec<String>, AuthError> {
     Ok(headers)
 }
 
+/// `YYYYMMDDTHHMMSSZ`, read by hand: it is on every request.
 fn parse_amz_date(value: &str) -> Result<Timestamp, AuthError> {
-    jiff::fmt::strtime::parse("%Y%m%dT%H%M%SZ", value)
-        .and_then(|tm| tm.to_datetime())
-        .and_then(|dt| jiff::tz::TimeZone::UTC.to_timestamp(dt))
-        .map_err(|_| {
-            AuthError::incomplete(format!(
-                "X-Amz-Date '{value}' must be in the ISO 8601 basic format YYYYMMDD'T'HHMMSS'Z'."
-            ))
+    let bytes = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i16> {
+        let part = bytes.get(range)?;
+        part.iter().try_fold(0i16, |n, b| b.is_ascii_digit().then(|| n * 10 + i16::from(b - b'0')))
+    };
+    let shaped = bytes.len() == 16 && bytes[8] == b'T' && bytes[15] == b'Z';
+    let parsed = shaped
+        .then(|| {
+            let date =
+                jiff::civil::Date::new(digits(0..4)?, digits(4..6)? as i8, digits(6..8)? as i8).ok()?;
+            let time =
+                jiff::civil::Time::new(digits(9..11)? as i8, digits(11..13)? as i8, digits(13..15)? as i8, 0)
+                    .ok()?;
+            jiff::tz::TimeZone::UTC.to_timestamp(date.to_datetime(time)).ok()
         })
+        .flatten();
+    parsed.ok_or_else(|| {
+        AuthError::incomplete(format!(
+            "X-Amz-Date '{value}' must be in the ISO 8601 basic format YYYYMMDD'T'HHMMSS'Z'."
+        ))
+    })
 }
 
 /// The amz-date form of `time`: `20150830T123600Z`.
@@ -311,7 +364,7 @@ pub fn amz_date(time: Timestamp) -> String {
 /// presigned URL, not signed in the future and not yet expired.
 pub fn check_time(signature: &Signature, now: Timestamp) -> Result<(), AuthError> {
     let skew = now.as_second() - signature.time.as_second();
-    let signed = amz_date(signature.time);
+    let signed = signature.amz_date.as_str();
     if signature.scope.date != signed[..8] {
         return Err(AuthError::new(
             ErrorCode::SignatureDoesNotMatch,
@@ -376,10 +429,15 @@ impl SigningKey {
 
 /// Verifies `signature` over `request` with `key`, in constant time.
 pub fn verify(request: &HttpRequest<'_>, signature: &Signature, key: &SigningKey) -> Result<(), AuthError> {
-    let payload_hash = payload_hash(request, signature.presigned_expires.is_some())?;
-    let canonical =
-        canonical_request(request, &signature.signed_headers, &signature.scope.service, &payload_hash)?;
-    let expected = signature_of(key, signature.time, &signature.scope, &canonical);
+    let payload_hash = payload_hash(request, signature)?;
+    let canonical = canonical_request(
+        request,
+        &signature.signed_headers,
+        &signature.scope.service,
+        &payload_hash,
+        signature.presigned_expires.is_some(),
+    )?;
+    let expected = signature_of(key, &signature.amz_date, &signature.scope, &canonical);
     if expected.as_bytes().ct_eq(signature.signature.as_bytes()).into() {
         Ok(())
     } else {
@@ -387,32 +445,47 @@ pub fn verify(request: &HttpRequest<'_>, signature: &Signature, key: &SigningKey
     }
 }
 
-fn payload_hash(request: &HttpRequest<'_>, presigned: bool) -> Result<String, AuthError> {
+fn payload_hash(request: &HttpRequest<'_>, signature: &Signature) -> Result<String, AuthError> {
     let declared = request.header("x-amz-content-sha256");
+    let unhashed = |hash: &str| hash == UNSIGNED_PAYLOAD || hash.starts_with("STREAMING-");
+    if let Some(declared) = declared
+        && unhashed(declared)
+        && signature.scope.service != "s3"
+    {
+        return Err(AuthError::new(
+            ErrorCode::XAmzContentSHA256Mismatch,
+            format!("'{declared}' is accepted for Amazon S3 only: sign the payload's SHA-256."),
+        ));
+    }
+    let mismatch = || {
+        AuthError::new(
+            ErrorCode::XAmzContentSHA256Mismatch,
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+    };
     match (declared, request.payload) {
-        (Some(declared), Payload::Body(body))
-            if declared != UNSIGNED_PAYLOAD && !declared.starts_with("STREAMING-") =>
-        {
-            let actual = hex(&Sha256::digest(body));
-            if !actual.eq_ignore_ascii_case(declared) {
-                return Err(AuthError::new(
-                    ErrorCode::XAmzContentSHA256Mismatch,
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                ));
+        (Some(declared), _) if unhashed(declared) => Ok(declared.to_string()),
+        (Some(declared), Payload::Body(body)) => {
+            if !hex(&Sha256::digest(body)).eq_ignore_ascii_case(declared) {
+                return Err(mismatch());
             }
             Ok(declared.to_string())
         }
-        (Some(declared), _) => Ok(declared.to_string()),
-        (None, _) if presigned => Ok(UNSIGNED_PAYLOAD.to_string()),
+        (Some(declared), Payload::Hash(hash)) => {
+            if !unhashed(hash) && !hash.eq_ignore_ascii_case(declared) {
+                return Err(mismatch());
+            }
+            Ok(declared.to_string())
+        }
+        (None, _) if signature.presigned_expires.is_some() => Ok(UNSIGNED_PAYLOAD.to_string()),
         (None, Payload::Body(body)) => Ok(hex(&Sha256::digest(body))),
         (None, Payload::Hash(hash)) => Ok(hash.to_string()),
     }
 }
 
-fn signature_of(key: &SigningKey, time: Timestamp, scope: &Scope, canonical_request: &str) -> String {
+fn signature_of(key: &SigningKey, amz_date: &str, scope: &Scope, canonical_request: &str) -> String {
     let string_to_sign = format!(
-        "{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{}",
-        amz_date(time),
+        "{ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
         scope.date,
         scope.region,
         scope.service,
@@ -427,13 +500,14 @@ fn canonical_request(
     signed_headers: &[String],
     service: &str,
     payload_hash: &str,
+    presigned: bool,
 ) -> Result<String, AuthError> {
     let mut canonical = String::with_capacity(256);
     canonical.push_str(request.method);
     canonical.push('\n');
     canonical_path(&mut canonical, request.path, service);
     canonical.push('\n');
-    canonical_query(&mut canonical, request.query);
+    canonical_query(&mut canonical, request.query, presigned);
     canonical.push('\n');
     for name in signed_headers {
         let mut values = request.header_values(name).peekable();
@@ -499,11 +573,16 @@ fn canonical_path(out: &mut String, path: &str, service: &str) {
     encode_into(out, normalized.as_bytes(), false);
 }
 
-fn canonical_query(out: &mut String, query: &str) {
-    let mut pairs: Vec<(String, String)> = query_pairs(query)
-        .into_iter()
-        .filter(|(name, _)| name != "X-Amz-Signature")
-        .map(|(name, value)| (encode(name.as_bytes()), encode(value.as_bytes())))
+/// The query's parameters, each name and value percent-decoded to bytes and encoded again
+/// the one way SigV4 encodes; a presigned URL's own signature is left out.
+fn canonical_query(out: &mut String, query: &str, presigned: bool) {
+    let decode = |s: &str| encode(&percent_encoding::percent_decode_str(s).collect::<Vec<u8>>());
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(name, _)| !(presigned && *name == "X-Amz-Signature"))
+        .map(|(name, value)| (decode(name), decode(value)))
         .collect();
     pairs.sort();
     for (i, (name, value)) in pairs.iter().enumerate() {
@@ -542,15 +621,20 @@ fn encode_into(out: &mut String, bytes: &[u8], encode_slash: bool) {
         {
             out.push(b as char);
         } else {
-            let _ = write!(out, "%{b:02X}");
+            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(DIGITS[usize::from(b >> 4)] as char);
+            out.push(DIGITS[usize::from(b & 0xf)] as char);
         }
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     out
 }
@@ -606,8 +690,9 @@ pub fn sign(
         Scope { date: amz_date(time)[..8].to_string(), region: region.into(), service: service.into() };
     let key = SigningKey::derive(&credentials.secret_access_key, &scope);
     // Every header named here is present, so the canonical request always builds.
-    let canonical = canonical_request(&request, &signed_headers, service, &payload_hash).unwrap_or_default();
-    let signature = signature_of(&key, time, &scope, &canonical);
+    let canonical =
+        canonical_request(&request, &signed_headers, service, &payload_hash, false).unwrap_or_default();
+    let signature = signature_of(&key, &amz_date(time), &scope, &canonical);
     added.push((
         "authorization".to_string(),
         format!(
@@ -761,5 +846,88 @@ mod tests {
             verify(&changed, &signature, &SigningKey::derive(SECRET, &signature.scope)).unwrap_err().code,
             ErrorCode::XAmzContentSHA256Mismatch
         );
+    }
+
+    fn signed_request(service: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let credentials = SigningCredentials {
+            access_key_id: "AKIAEXAMPLE".into(),
+            secret_access_key: SECRET.into(),
+            session_token: None,
+        };
+        let mut base = headers(&[("host", "example")]);
+        base.extend(headers(extra));
+        let unsigned = HttpRequest {
+            method: "PUT",
+            path: "/k",
+            query: "",
+            headers: &base,
+            payload: Payload::Body(b"body"),
+        };
+        let mut all = base.clone();
+        all.extend(sign(&credentials, "us-east-1", service, jiff::Timestamp::now(), &unsigned));
+        all
+    }
+
+    #[test]
+    fn an_unsigned_payload_is_for_s3_only_and_a_given_hash_must_match() {
+        let all = signed_request("iam", &[]);
+        let mut declared: Vec<(String, String)> =
+            all.iter().filter(|(n, _)| n != "x-amz-content-sha256").cloned().collect();
+        declared.push(("x-amz-content-sha256".into(), UNSIGNED_PAYLOAD.into()));
+        let request = HttpRequest {
+            method: "PUT",
+            path: "/k",
+            query: "",
+            headers: &declared,
+            payload: Payload::Body(b"body"),
+        };
+        let signature = parse(&request).unwrap();
+        let key = SigningKey::derive(SECRET, &signature.scope);
+        assert_eq!(
+            verify(&request, &signature, &key).unwrap_err().code,
+            ErrorCode::XAmzContentSHA256Mismatch
+        );
+
+        // The caller passes the body's hash instead of the body: it must be the signed one.
+        let request =
+            HttpRequest { method: "PUT", path: "/k", query: "", headers: &all, payload: Payload::Hash("00") };
+        let signature = parse(&request).unwrap();
+        assert_eq!(
+            verify(&request, &signature, &key).unwrap_err().code,
+            ErrorCode::XAmzContentSHA256Mismatch
+        );
+        let hash = all.iter().find(|(n, _)| n == "x-amz-content-sha256").unwrap().1.clone();
+        let request = HttpRequest {
+            method: "PUT",
+            path: "/k",
+            query: "",
+            headers: &all,
+            payload: Payload::Hash(&hash),
+        };
+        verify(&request, &signature, &key).unwrap();
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_to_bytes_and_only_a_presigned_signature_is_left_out() {
+        let mut out = String::new();
+        canonical_query(&mut out, "b=%FF&a=%FE&X-Amz-Signature=1", false);
+        assert_eq!(out, "X-Amz-Signature=1&a=%FE&b=%FF");
+        out.clear();
+        canonical_query(&mut out, "b=%FF&a=%FE&X-Amz-Signature=1", true);
+        assert_eq!(out, "a=%FE&b=%FF");
+    }
+
+    #[test]
+    fn scopes_are_checked_before_anything_is_cached() {
+        for credential in [
+            "AKID/20150830/US-EAST-1/iam/aws4_request",
+            &format!("AKID/20150830/{}/iam/aws4_request", "r".repeat(65)),
+        ] {
+            assert_eq!(
+                parse_credential(credential).unwrap_err().code,
+                ErrorCode::IncompleteSignature,
+                "{credential}"
+            );
+        }
     }
 }

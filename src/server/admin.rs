@@ -47,9 +47,65 @@ impl AdminService {
 
 /// Who calls, taken from the request (the authentication layer put it there) before its
 /// message is.
-fn split<T>(request: Request<T>) -> (Option<Arc<Authenticated>>, T) {
+fn split<T: AccountScoped>(request: Request<T>) -> (Option<Arc<Authenticated>>, T) {
     let caller = request.extensions().get::<Arc<Authenticated>>().cloned();
-    (caller, request.into_inner())
+    let mut message = request.into_inner();
+    // As in AWS, a call acts in the caller's own account unless it names another.
+    if let Some(account) = message.account_id()
+        && account.is_empty()
+        && let Some(caller) = &caller
+    {
+        *account = caller.account().to_string();
+    }
+    (caller, message)
+}
+
+/// Admin messages that name the account they act in.
+trait AccountScoped {
+    fn account_id(&mut self) -> Option<&mut String>;
+}
+
+macro_rules! account_scoped {
+    ($($message:ty),* $(,)?) => {
+        $(impl AccountScoped for $message {
+            fn account_id(&mut self) -> Option<&mut String> {
+                Some(&mut self.account_id)
+            }
+        })*
+    };
+}
+
+account_scoped!(
+    proto::EntityRequest,
+    proto::ListRequest,
+    proto::CreateUserRequest,
+    proto::CreateGroupRequest,
+    proto::GroupMembershipRequest,
+    proto::CreateRoleRequest,
+    proto::UpdateAssumeRolePolicyRequest,
+    proto::PutPolicyRequest,
+    proto::PolicyRequest,
+    proto::AttachmentRequest,
+    proto::TagRequest,
+    proto::UntagRequest,
+    proto::AccessKeyOwner,
+    proto::AccessKeyRequest,
+    proto::UpdateAccessKeyRequest,
+    proto::CreateVirtualMfaDeviceRequest,
+    proto::MfaCodesRequest,
+    proto::MfaDeviceRequest,
+);
+
+impl AccountScoped for proto::Empty {
+    fn account_id(&mut self) -> Option<&mut String> {
+        None
+    }
+}
+
+impl AccountScoped for proto::StateDocument {
+    fn account_id(&mut self) -> Option<&mut String> {
+        None
+    }
 }
 
 /// What an admin call acts on; it becomes the resource ARN the call is authorized on.
@@ -178,7 +234,6 @@ impl Core {
         if let Some(session) = caller.session()
             && matches!(session.identity, SessionIdentity::User { .. } | SessionIdentity::Root)
             && session.mfa_authenticated.is_none()
-            && call.action.starts_with("iam:")
         {
             return Err(denied(format!(
                 "User: {} is not authorized to perform: {} on resource: {resource} because IAM calls made with \

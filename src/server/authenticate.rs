@@ -19,8 +19,10 @@ use super::Core;
 use super::convert;
 use crate::credentials::sigv4::{AuthError, ErrorCode, HttpRequest, Payload};
 
-/// The largest signed call accepted: an import of a large state document fits.
-pub const MAX_SIGNED_BODY: usize = 64 << 20;
+/// The largest signed call accepted: a state document for Import, much less for the rest.
+pub const MAX_IMPORT_BODY: usize = 64 << 20;
+pub const MAX_SIGNED_BODY: usize = 1 << 20;
+const IMPORT_PATH: &str = "/iamd.v1.Admin/Import";
 
 /// The services whose calls must be signed, with the service name their signatures must be
 /// scoped to.
@@ -79,53 +81,88 @@ where
         let core = self.core.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
-            let bytes = match Limited::new(body, MAX_SIGNED_BODY).collect().await {
+            let refuse = |error: AuthError| {
+                tracing::info!(code = error.code.as_str(), path = %parts.uri.path(), "call not authenticated");
+                Ok(convert::auth_status(&error).into_http())
+            };
+            // Everything that can be checked without the body is, before the body is read.
+            let headers = match headers(&parts) {
+                Ok(headers) => headers,
+                Err(error) => return refuse(error),
+            };
+            if let Err(error) = precheck(&parts, &headers, service) {
+                return refuse(error);
+            }
+            let limit = if parts.uri.path() == IMPORT_PATH { MAX_IMPORT_BODY } else { MAX_SIGNED_BODY };
+            let bytes = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
                     return Ok(tonic::Status::resource_exhausted(format!(
-                        "the request body could not be read or exceeds {MAX_SIGNED_BODY} bytes"
+                        "the request body could not be read or exceeds {limit} bytes"
                     ))
                     .into_http());
                 }
             };
-            match authenticate(&core, &parts, &bytes, service) {
+            match authenticate(&core, &parts, &headers, &bytes) {
                 Ok(authenticated) => {
                     parts.extensions.insert(Arc::new(authenticated));
                 }
-                Err(error) => {
-                    tracing::info!(code = error.code.as_str(), path = %parts.uri.path(), "call not authenticated");
-                    return Ok(convert::auth_status(&error).into_http());
-                }
+                Err(error) => return refuse(error),
             }
             inner.call(Request::from_parts(parts, Body::new(Full::new(bytes)))).await
         })
     }
 }
 
-fn authenticate(
-    core: &Core,
-    parts: &http::request::Parts,
-    body: &Bytes,
-    service: &str,
-) -> Result<crate::credentials::Authenticated, AuthError> {
-    let mut headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
-        .collect();
+/// The request's headers as text, with `host` from the `:authority`. A header value that is
+/// not visible ASCII is refused rather than dropped: dropping it could hide an unsigned value.
+fn headers(parts: &http::request::Parts) -> Result<Vec<(String, String)>, AuthError> {
+    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+    for (name, value) in &parts.headers {
+        let value = value.to_str().map_err(|_| {
+            AuthError::new(
+                ErrorCode::IncompleteSignature,
+                format!("The value of header '{name}' is not visible ASCII."),
+            )
+        })?;
+        headers.push((name.as_str().to_string(), value.to_string()));
+    }
     if !parts.headers.contains_key(http::header::HOST)
         && let Some(authority) = parts.uri.authority()
     {
         headers.push(("host".to_string(), authority.as_str().to_string()));
     }
-    let request = HttpRequest {
+    Ok(headers)
+}
+
+fn http_request<'a>(
+    parts: &'a http::request::Parts,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+) -> HttpRequest<'a> {
+    HttpRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or_default(),
-        headers: &headers,
+        headers,
         payload: Payload::Body(body),
-    };
-    let signature = crate::credentials::sigv4::parse(&request)?;
+    }
+}
+
+/// A call must be signed in an `Authorization` header (a presigned URL would leave the gRPC
+/// message, which is the body, unsigned), for the right service, at the right time.
+fn precheck(
+    parts: &http::request::Parts,
+    headers: &[(String, String)],
+    service: &str,
+) -> Result<(), AuthError> {
+    let signature = crate::credentials::sigv4::parse(&http_request(parts, headers, &[]))?;
+    if signature.presigned_expires.is_some() {
+        return Err(AuthError::new(
+            ErrorCode::IncompleteSignature,
+            "Calls must be signed in the Authorization header; presigned URLs are not accepted here.",
+        ));
+    }
     if signature.scope.service != service {
         return Err(AuthError::new(
             ErrorCode::SignatureDoesNotMatch,
@@ -135,8 +172,23 @@ fn authenticate(
             ),
         ));
     }
+    crate::credentials::sigv4::check_time(&signature, jiff::Timestamp::now())
+}
+
+fn authenticate(
+    core: &Core,
+    parts: &http::request::Parts,
+    headers: &[(String, String)],
+    body: &Bytes,
+) -> Result<crate::credentials::Authenticated, AuthError> {
     let snapshot = core.snapshot.load_full().ok_or_else(|| {
         AuthError::new(ErrorCode::AccessDenied, "no policy bundle is loaded yet: calls cannot be authorized")
     })?;
-    core.authenticator.authenticate(&snapshot.directory, &request, jiff::Timestamp::now())
+    // The path is signed, so it is what a replayed signature would be replayed for.
+    core.authenticator.authenticate(
+        &snapshot.directory,
+        &http_request(parts, headers, body),
+        jiff::Timestamp::now(),
+        parts.uri.path(),
+    )
 }

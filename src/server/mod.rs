@@ -98,7 +98,8 @@ impl Core {
                         message: "give either `principal` or `signed_request`, not both".into(),
                     });
                 }
-                match self.authenticate(snapshot, signed, now) {
+                let question = format!("{}\n{}", request.action, request.resource);
+                match self.authenticate(snapshot, signed, now, &question) {
                     Ok(authenticated) => Some(authenticated),
                     Err(error) => {
                         self.metrics.decision(Decision::ImplicitDeny, started.elapsed().as_secs_f64() * 1e6);
@@ -175,6 +176,7 @@ impl Core {
         snapshot: &Snapshot,
         signed: &proto::SignedRequest,
         now: jiff::Timestamp,
+        question: &str,
     ) -> Result<Authenticated, AuthError> {
         let headers: Vec<(String, String)> =
             signed.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
@@ -190,7 +192,7 @@ impl Core {
             headers: &headers,
             payload,
         };
-        self.authenticator.authenticate(&snapshot.directory, &http, now)
+        self.authenticator.authenticate(&snapshot.directory, &http, now, question)
     }
 
     /// The deny for a request that could not be authenticated, audited with its error code.
