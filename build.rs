@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/iamd/v1/authorizer.proto"),
                 PathBuf::from("proto/iamd/v1/admin.proto"),
                 PathBuf::from("proto/iamd/v1/sts.proto"),
+                PathBuf::from("proto/iamd/v1/console.proto"),
             ],
             &[PathBuf::from("proto"), include],
         )?;

@@ -13,13 +13,16 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::iam::model::{AccessKey, Group, LastUsed, MfaDevice, ResourceTags, Role, StateDocument, User};
+use crate::iam::model::{
+    AccessKey, Group, LastUsed, LoginProfile, MfaDevice, PasswordPolicy, ResourceTags, Role, StateDocument,
+    User,
+};
 
 /// The layout of the data directory this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const CACHE_BYTES: u64 = 16 << 20;
-const PREFIXES: [&str; 6] = ["user/", "group/", "role/", "rtag/", "akey/", "mfa/"];
+const PREFIXES: [&str; 8] = ["user/", "group/", "role/", "rtag/", "akey/", "mfa/", "login/", "pwpolicy/"];
 const LAST_USED_TREE: &[u8] = b"last-used";
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,10 @@ pub enum Write {
     DeleteAccessKey { id: String },
     PutMfaDevice(MfaDevice),
     DeleteMfaDevice { serial: String },
+    PutLoginProfile(LoginProfile),
+    DeleteLoginProfile { account: String, user: String },
+    PutPasswordPolicy(PasswordPolicy),
+    DeletePasswordPolicy { account: String },
 }
 
 pub struct Store {
@@ -137,6 +144,8 @@ impl Store {
             resource_tags: read(&self.db, "rtag/")?,
             access_keys: read(&self.db, "akey/")?,
             mfa_devices: read(&self.db, "mfa/")?,
+            login_profiles: read(&self.db, "login/")?,
+            password_policies: read(&self.db, "pwpolicy/")?,
         })
     }
 
@@ -172,6 +181,18 @@ impl Store {
                     batch.insert(format!("mfa/{}", device.serial).into_bytes(), encode(device))
                 }
                 Write::DeleteMfaDevice { serial } => batch.remove(format!("mfa/{serial}").into_bytes()),
+                Write::PutLoginProfile(profile) => {
+                    batch.insert(entity_key("login", &profile.account, &profile.user), encode(profile))
+                }
+                Write::DeleteLoginProfile { account, user } => {
+                    batch.remove(entity_key("login", account, user))
+                }
+                Write::PutPasswordPolicy(policy) => {
+                    batch.insert(format!("pwpolicy/{}", policy.account).into_bytes(), encode(policy))
+                }
+                Write::DeletePasswordPolicy { account } => {
+                    batch.remove(format!("pwpolicy/{account}").into_bytes())
+                }
             }
         }
         self.db.apply_batch(batch)?;

@@ -363,6 +363,27 @@ impl Sts<'_> {
         duration_seconds: u32,
         mfa: Option<(String, String)>,
     ) -> Result<Issued, StsError> {
+        self.user_session(caller, duration_seconds, mfa, false)
+    }
+
+    /// The session of a console sign-in: like GetSessionToken's, but not limited to STS and
+    /// MFA-authenticated calls (a console user uses IAM with their policies).
+    pub fn console_session(
+        &self,
+        caller: &Authenticated,
+        duration_seconds: u32,
+        mfa: Option<(String, String)>,
+    ) -> Result<Issued, StsError> {
+        self.user_session(caller, duration_seconds, mfa, true)
+    }
+
+    fn user_session(
+        &self,
+        caller: &Authenticated,
+        duration_seconds: u32,
+        mfa: Option<(String, String)>,
+        console: bool,
+    ) -> Result<Issued, StsError> {
         let (identity, max, default) = match &caller.caller {
             Caller::Session(_) => {
                 return Err(access_denied("Cannot call GetSessionToken with session credentials"));
@@ -404,6 +425,7 @@ impl Sts<'_> {
             now + i64::from(duration),
         );
         session.mfa_authenticated = mfa_at;
+        session.console = console;
         let session_token = session.seal(self.keyring);
         Ok(Issued { session: Arc::new(session), session_token, packed_policy_size: 0 })
     }

@@ -64,6 +64,9 @@ pub struct Session {
     /// When MFA was last verified for this session (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_authenticated: Option<i64>,
+    /// A user's session from a console (password) sign-in rather than GetSessionToken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console: bool,
     /// The inline policy, compiled on first use.
     #[serde(skip)]
     compiled: OnceLock<Result<Option<Arc<Policy>>, String>>,
@@ -94,6 +97,7 @@ impl Session {
             issued,
             expires,
             mfa_authenticated: None,
+            console: false,
             compiled: OnceLock::new(),
             issue_time: OnceLock::new(),
         }

@@ -17,6 +17,11 @@ pub enum IamError {
     InvalidInput(String),
     #[error("{0}")]
     InvalidAuthenticationCode(String),
+    #[error("{0}")]
+    PasswordPolicyViolation(String),
+    /// The password expired and must be changed before signing in.
+    #[error("{0}")]
+    PasswordResetRequired(String),
     /// A credential check failed (a wrong or reused MFA code, a wrong password).
     #[error("{0}")]
     AccessDenied(String),
@@ -36,6 +41,8 @@ impl IamError {
             IamError::MalformedPolicyDocument(_) => "MalformedPolicyDocument",
             IamError::InvalidInput(_) => "InvalidInput",
             IamError::InvalidAuthenticationCode(_) => "InvalidAuthenticationCode",
+            IamError::PasswordPolicyViolation(_) => "PasswordPolicyViolation",
+            IamError::PasswordResetRequired(_) => "PasswordResetRequired",
             IamError::AccessDenied(_) => "AccessDenied",
             IamError::ServiceFailure(_) => "ServiceFailure",
         }

@@ -35,7 +35,7 @@ pub const MAX_DEVICES_PER_USER: usize = 8;
 pub(super) struct Attempts(Mutex<HashMap<String, (u32, i64)>>);
 
 impl Attempts {
-    fn check(&self, serial: &str, now: i64) -> Result<(), IamError> {
+    pub(super) fn check(&self, serial: &str, now: i64) -> Result<(), IamError> {
         let attempts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match attempts.get(serial) {
             Some((failures, since)) if *failures >= MAX_FAILURES && now - since < FAILURE_WINDOW_SECONDS => {
@@ -48,7 +48,7 @@ impl Attempts {
         }
     }
 
-    fn failed(&self, serial: &str, now: i64) {
+    pub(super) fn failed(&self, serial: &str, now: i64) {
         let mut attempts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let entry = attempts.entry(serial.to_string()).or_insert((0, now));
         if now - entry.1 >= FAILURE_WINDOW_SECONDS {
@@ -57,7 +57,7 @@ impl Attempts {
         entry.0 += 1;
     }
 
-    fn succeeded(&self, serial: &str) {
+    pub(super) fn succeeded(&self, serial: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(serial);
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod keys;
 mod mfa;
 pub mod model;
+mod password;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::IamError;
 pub use mfa::NewDevice;
-use model::{AccessKey, Group, MfaDevice, ResourceTags, Role, StateDocument, Tag, User};
+use model::{
+    AccessKey, Group, LoginProfile, MfaDevice, PasswordPolicy, ResourceTags, Role, StateDocument, Tag, User,
+};
+pub use password::SignIn;
 use validate::NameKind;
 
 use crate::bundle::Bundle;
@@ -108,6 +112,9 @@ struct State {
     access_keys: BTreeMap<String, (AccessKey, Arc<AccessKeyEntry>)>,
     /// MFA devices by serial number.
     mfa_devices: BTreeMap<String, MfaDevice>,
+    login_profiles: BTreeMap<Key, LoginProfile>,
+    /// Password policies by account.
+    password_policies: BTreeMap<String, PasswordPolicy>,
     keyring: Arc<KeyRing>,
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
@@ -123,6 +130,8 @@ impl State {
             resource_tags: BTreeMap::new(),
             access_keys: BTreeMap::new(),
             mfa_devices: BTreeMap::new(),
+            login_profiles: BTreeMap::new(),
+            password_policies: BTreeMap::new(),
             keyring,
             bundle: None,
             directory: Directory::default(),
@@ -147,6 +156,8 @@ pub struct Iam {
     snapshot: SharedSnapshot,
     default_account: String,
     mfa_attempts: mfa::Attempts,
+    /// Recent wrong passwords, per `account/user`.
+    password_attempts: mfa::Attempts,
 }
 
 fn storage(e: StoreError) -> IamError {
@@ -200,6 +211,7 @@ impl Iam {
             snapshot,
             default_account,
             mfa_attempts: mfa::Attempts::default(),
+            password_attempts: mfa::Attempts::default(),
         };
         {
             let mut state = iam.lock();
@@ -351,6 +363,7 @@ impl Iam {
             (!user.groups.is_empty(), "group memberships"),
             (keys::owned_by(&state, account, Some(&user.name)).next().is_some(), "access keys"),
             (mfa::owned(&state, account, &user.name).next().is_some(), "MFA devices"),
+            (state.login_profiles.contains_key(&key(account, &user.name)), "login profile"),
         ]
         .into_iter()
         .filter_map(|(present, what)| present.then_some(what))
@@ -768,6 +781,8 @@ impl Iam {
                 .map(|(key, _)| key.clone())
                 .collect(),
             mfa_devices: state.mfa_devices.values().cloned().collect(),
+            login_profiles: state.login_profiles.values().cloned().collect(),
+            password_policies: state.password_policies.values().cloned().collect(),
         }
     }
 
@@ -805,6 +820,8 @@ impl Iam {
             .chain(document.resource_tags.into_iter().map(Write::PutResourceTags))
             .chain(document.access_keys.into_iter().chain(root_keys).map(Write::PutAccessKey))
             .chain(document.mfa_devices.into_iter().map(Write::PutMfaDevice))
+            .chain(document.login_profiles.into_iter().map(Write::PutLoginProfile))
+            .chain(document.password_policies.into_iter().map(Write::PutPasswordPolicy))
             .collect();
         let stored = self.store.replace_all(&writes);
         if let Err(e) = stored {
@@ -1044,6 +1061,12 @@ fn load_stored(state: &mut State, document: StateDocument) {
     for device in document.mfa_devices {
         state.mfa_devices.insert(device.serial.clone(), device);
     }
+    for profile in document.login_profiles {
+        state.login_profiles.insert(key(&profile.account, &profile.user), profile);
+    }
+    for policy in document.password_policies {
+        state.password_policies.insert(policy.account.clone(), policy);
+    }
 }
 
 /// Fills `state` from an imported document, refusing anything the admin API would refuse.
@@ -1101,6 +1124,19 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
             )));
         }
         state.mfa_devices.insert(device.serial.clone(), device);
+    }
+    for profile in document.login_profiles {
+        if !state.users.contains_key(&key(&profile.account, &profile.user)) {
+            return Err(IamError::NoSuchEntity(format!(
+                "the login profile of user {} has no user in the document",
+                profile.user
+            )));
+        }
+        state.login_profiles.insert(key(&profile.account, &profile.user), profile);
+    }
+    for policy in document.password_policies {
+        accounts(&policy.account)?;
+        state.password_policies.insert(policy.account.clone(), policy);
     }
     Ok(())
 }
@@ -1167,6 +1203,18 @@ fn apply(state: &mut State, write: Write) {
         }
         Write::DeleteMfaDevice { serial } => {
             state.mfa_devices.remove(&serial);
+        }
+        Write::PutLoginProfile(profile) => {
+            state.login_profiles.insert(key(&profile.account, &profile.user), profile);
+        }
+        Write::DeleteLoginProfile { account, user } => {
+            state.login_profiles.remove(&key(&account, &user));
+        }
+        Write::PutPasswordPolicy(policy) => {
+            state.password_policies.insert(policy.account.clone(), policy);
+        }
+        Write::DeletePasswordPolicy { account } => {
+            state.password_policies.remove(&account);
         }
     }
 }

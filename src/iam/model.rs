@@ -152,6 +152,43 @@ pub struct MfaDevice {
     pub last_step: u64,
 }
 
+/// A user's console password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginProfile {
+    pub account: String,
+    pub user: String,
+    /// The argon2id hash, as a PHC string.
+    pub hash: String,
+    pub created: String,
+    /// When the password was last set, for the maximum age.
+    pub changed: String,
+    #[serde(default)]
+    pub password_reset_required: bool,
+    /// Hashes of earlier passwords, newest first, for reuse prevention.
+    #[serde(default)]
+    pub previous: Vec<String>,
+    #[serde(default)]
+    pub last_used: Option<String>,
+}
+
+/// An account's password policy, as AWS's UpdateAccountPasswordPolicy sets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordPolicy {
+    pub account: String,
+    pub minimum_password_length: u32,
+    pub require_symbols: bool,
+    pub require_numbers: bool,
+    pub require_uppercase_characters: bool,
+    pub require_lowercase_characters: bool,
+    pub allow_users_to_change_password: bool,
+    /// Days; `None` for passwords that never expire.
+    pub max_password_age: Option<u32>,
+    /// How many previous passwords cannot be reused.
+    pub password_reuse_prevention: Option<u32>,
+    /// An expired password can only be reset by an administrator.
+    pub hard_expiry: bool,
+}
+
 /// Everything iamd stores: the format of `iamd admin export` and `import`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDocument {
@@ -171,4 +208,9 @@ pub struct StateDocument {
     /// MFA devices with their seeds sealed, like access keys.
     #[serde(default)]
     pub mfa_devices: Vec<MfaDevice>,
+    /// Login profiles with their password hashes.
+    #[serde(default)]
+    pub login_profiles: Vec<LoginProfile>,
+    #[serde(default)]
+    pub password_policies: Vec<PasswordPolicy>,
 }

@@ -16,7 +16,9 @@ use crate::credentials::session::SessionIdentity;
 use crate::credentials::sigv4::{AuthError, ErrorCode};
 use crate::credentials::{Authenticated, Caller};
 use crate::eval::Context;
-use crate::iam::model::{AccessKey, Group, KeyStatus, Role, StateDocument, User};
+use crate::iam::model::{
+    AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, Role, StateDocument, User,
+};
 use crate::iam::{Entity, Iam, IamError};
 use crate::proto::{self, admin_server::Admin};
 
@@ -94,7 +96,16 @@ account_scoped!(
     proto::CreateVirtualMfaDeviceRequest,
     proto::MfaCodesRequest,
     proto::MfaDeviceRequest,
+    proto::LoginProfileRequest,
+    proto::AccountRequest,
+    proto::PasswordPolicy,
 );
+
+impl AccountScoped for proto::ChangePasswordRequest {
+    fn account_id(&mut self) -> Option<&mut String> {
+        None
+    }
+}
 
 impl AccountScoped for proto::Empty {
     fn account_id(&mut self) -> Option<&mut String> {
@@ -122,6 +133,8 @@ pub(super) enum Target {
     AccessKey(String),
     /// Any resource, by ARN (resource tags).
     Arn(String),
+    /// An account's own settings (the password policy): `*`, as in AWS.
+    Account,
     /// The sidecar itself (reload, status, export, import).
     Sidecar,
 }
@@ -145,7 +158,7 @@ impl Target {
             Target::KeyOwner(account, None) => format!("arn:aws:iam::{}:root", or_default(account)),
             Target::AccessKey(id) => iam.access_key_owner_arn(id).unwrap_or_else(|| "*".to_string()),
             Target::Arn(arn) => arn.clone(),
-            Target::Sidecar => "*".to_string(),
+            Target::Account | Target::Sidecar => "*".to_string(),
         }
     }
 }
@@ -233,6 +246,7 @@ impl Core {
         let denied = |reason: String| convert::access_denied("iam.amazonaws.com", reason);
         if let Some(session) = caller.session()
             && matches!(session.identity, SessionIdentity::User { .. } | SessionIdentity::Root)
+            && !session.console
             && session.mfa_authenticated.is_none()
         {
             return Err(denied(format!(
@@ -247,6 +261,10 @@ impl Core {
         if let Caller::Root { account } = &caller.caller
             && account == self.iam.default_account()
         {
+            return Ok(());
+        }
+        // The password policy may let every user change their own password.
+        if call.operation == "ChangePassword" && self.iam.users_may_change_password(caller.account()) {
             return Ok(());
         }
         let snapshot = self.snapshot.load_full().ok_or_else(|| {
@@ -376,6 +394,14 @@ fn key_owner(caller: Option<&Authenticated>, user_name: &str) -> Result<Option<S
             ))),
         },
         None => Ok(None),
+    }
+}
+
+fn login_profile(profile: &LoginProfile) -> proto::LoginProfile {
+    proto::LoginProfile {
+        user_name: profile.user.clone(),
+        create_date: profile.created.clone(),
+        password_reset_required: profile.password_reset_required,
     }
 }
 
@@ -1261,6 +1287,162 @@ impl Admin for AdminService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn create_login_profile(
+        &self,
+        r: Request<proto::LoginProfileRequest>,
+    ) -> Result<Response<proto::LoginProfile>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.user_name.clone());
+        let profile = self
+            .run(caller, Call::iam("CreateLoginProfile", target), move |iam| {
+                iam.create_login_profile(
+                    &r.account_id,
+                    &r.user_name,
+                    &r.password,
+                    r.password_reset_required.unwrap_or(false),
+                )
+            })
+            .await?;
+        Ok(Response::new(login_profile(&profile)))
+    }
+
+    async fn get_login_profile(
+        &self,
+        r: Request<proto::EntityRequest>,
+    ) -> Result<Response<proto::LoginProfile>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.name.clone());
+        let profile = self
+            .run(caller, Call::iam("GetLoginProfile", target), move |iam| {
+                iam.get_login_profile(&r.account_id, &r.name)
+            })
+            .await?;
+        Ok(Response::new(login_profile(&profile)))
+    }
+
+    async fn update_login_profile(
+        &self,
+        r: Request<proto::LoginProfileRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.user_name.clone());
+        self.run(caller, Call::iam("UpdateLoginProfile", target), move |iam| {
+            let password = Some(r.password.as_str()).filter(|p| !p.is_empty());
+            iam.update_login_profile(&r.account_id, &r.user_name, password, r.password_reset_required)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn delete_login_profile(
+        &self,
+        r: Request<proto::EntityRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Entity(Entity::User, r.account_id.clone(), r.name.clone());
+        self.run(caller, Call::iam("DeleteLoginProfile", target), move |iam| {
+            iam.delete_login_profile(&r.account_id, &r.name)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn change_password(
+        &self,
+        r: Request<proto::ChangePasswordRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let user = match caller.as_deref().map(|c| &c.caller) {
+            Some(Caller::User { account, name, .. }) => Some((account.clone(), name.clone())),
+            Some(Caller::Session(session)) => match &session.identity {
+                SessionIdentity::User { name, .. } => Some((session.account.clone(), name.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((account, name)) = user else {
+            return Err(convert::coded(
+                tonic::Code::InvalidArgument,
+                "InvalidUserType",
+                "iam.amazonaws.com",
+                "Only IAM users can change their own password.".into(),
+            ));
+        };
+        let target = Target::Entity(Entity::User, account.clone(), name.clone());
+        self.run(caller, Call::iam("ChangePassword", target), move |iam| {
+            iam.change_password(&account, &name, &r.old_password, &r.new_password)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn update_account_password_policy(
+        &self,
+        r: Request<proto::PasswordPolicy>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Account;
+        self.run(caller, Call::iam("UpdateAccountPasswordPolicy", target), move |iam| {
+            iam.update_account_password_policy(PasswordPolicy {
+                account: r.account_id,
+                minimum_password_length: if r.minimum_password_length == 0 {
+                    8
+                } else {
+                    r.minimum_password_length
+                },
+                require_symbols: r.require_symbols,
+                require_numbers: r.require_numbers,
+                require_uppercase_characters: r.require_uppercase_characters,
+                require_lowercase_characters: r.require_lowercase_characters,
+                allow_users_to_change_password: r.allow_users_to_change_password,
+                max_password_age: Some(r.max_password_age).filter(|d| *d > 0),
+                password_reuse_prevention: Some(r.password_reuse_prevention).filter(|n| *n > 0),
+                hard_expiry: r.hard_expiry,
+            })
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn get_account_password_policy(
+        &self,
+        r: Request<proto::AccountRequest>,
+    ) -> Result<Response<proto::PasswordPolicy>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Account;
+        let policy = self
+            .run(caller, Call::iam("GetAccountPasswordPolicy", target), move |iam| {
+                iam.get_account_password_policy(&r.account_id)
+            })
+            .await?;
+        Ok(Response::new(proto::PasswordPolicy {
+            minimum_password_length: policy.minimum_password_length,
+            require_symbols: policy.require_symbols,
+            require_numbers: policy.require_numbers,
+            require_uppercase_characters: policy.require_uppercase_characters,
+            require_lowercase_characters: policy.require_lowercase_characters,
+            allow_users_to_change_password: policy.allow_users_to_change_password,
+            max_password_age: policy.max_password_age.unwrap_or(0),
+            password_reuse_prevention: policy.password_reuse_prevention.unwrap_or(0),
+            hard_expiry: policy.hard_expiry,
+            expire_passwords: policy.max_password_age.is_some(),
+            account_id: policy.account,
+        }))
+    }
+
+    async fn delete_account_password_policy(
+        &self,
+        r: Request<proto::AccountRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Account;
+        self.run(caller, Call::iam("DeleteAccountPasswordPolicy", target), move |iam| {
+            iam.delete_account_password_policy(&r.account_id)
+        })
+        .await?;
+        Ok(empty())
     }
 
     async fn reload(&self, r: Request<proto::Empty>) -> Result<Response<proto::ReloadResponse>, Status> {

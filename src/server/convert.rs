@@ -33,6 +33,8 @@ pub fn iam_status(error: IamError) -> Status {
         | IamError::InvalidInput(_)
         | IamError::InvalidAuthenticationCode(_) => Code::InvalidArgument,
         IamError::AccessDenied(_) => Code::PermissionDenied,
+        IamError::PasswordPolicyViolation(_) => Code::InvalidArgument,
+        IamError::PasswordResetRequired(_) => Code::FailedPrecondition,
         IamError::ServiceFailure(_) => Code::Unavailable,
     };
     coded(code, error.code(), "iam.amazonaws.com", error.to_string())

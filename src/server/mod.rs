@@ -6,6 +6,7 @@
 mod admin;
 mod authenticate;
 mod authorizer;
+mod console;
 mod convert;
 mod request_id;
 mod sts;
@@ -524,6 +525,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
+        .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
         .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx));
 
     tracing::info!(

@@ -86,6 +86,13 @@ impl Sidecar {
         StsClient::new(self.signed(credentials, "sts").await)
     }
 
+    /// The console sign-in service, which is not signed.
+    pub async fn console(&self) -> iamd::proto::console_client::ConsoleClient<Channel> {
+        iamd::proto::console_client::ConsoleClient::connect(format!("http://{}", self.admin))
+            .await
+            .expect("connects")
+    }
+
     async fn signed(&self, credentials: SigningCredentials, service: &'static str) -> SigningChannel {
         SigningChannel::connect(&format!("http://{}", self.admin), credentials, service)
             .await
