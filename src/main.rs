@@ -26,6 +26,10 @@ enum Command {
     Check(cli::CheckArgs),
     /// Manage identities through a running iamd, with the aws CLI's command names
     Admin(cli::admin::AdminArgs),
+    /// Temporary credentials from a running iamd, with the aws CLI's command names
+    Sts(cli::sts::StsArgs),
+    /// Console-style password sign-in, answered with temporary credentials
+    Console(cli::sts::ConsoleArgs),
     /// Decide JSON Lines test vectors, writing one JSON line per case
     Simulate {
         /// File of cases, one JSON object per line; `-` for standard input
@@ -90,9 +94,10 @@ enum Format {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     // The admin subcommand's name, for error messages worded like the aws CLI's.
-    let operation = matches
-        .subcommand_matches("admin")
-        .and_then(|admin| admin.subcommand_name())
+    let operation = ["admin", "sts", "console"]
+        .iter()
+        .find_map(|group| matches.subcommand_matches(group))
+        .and_then(|group| group.subcommand_name())
         .unwrap_or_default()
         .to_string();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -144,9 +149,25 @@ fn run(cli: Cli, operation: &str) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Sts(args) => aws_call(client(|| cli::sts::run(args)), operation),
+        Command::Console(args) => aws_call(client(|| cli::sts::console(args)), operation),
         Command::Simulate { cases, explain } => simulate(&cases, explain),
         Command::Policy { command: PolicyCommand::Validate { files, kind, format } } => {
             validate(&files, kind.into(), format)
+        }
+    }
+}
+
+/// Prints a call's answer, or its error as the aws CLI does (exit status 254).
+fn aws_call(result: Result<serde_json::Value>, operation: &str) -> Result<ExitCode> {
+    match result {
+        Ok(output) => {
+            println!("{output:#}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{}", cli::describe_error(&error, &aws_operation(operation)));
+            Ok(ExitCode::from(254))
         }
     }
 }

@@ -411,3 +411,47 @@ async fn admin_calls_are_authorized_by_iamd_policies() {
     assert_eq!(by("GetStatus", "user/alice").unwrap()["errorCode"], "AccessDenied");
     assert!(!audit.contains(&key.secret_access_key) && !audit.contains(&sidecar.root.secret_access_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_signs_its_calls_like_the_aws_cli() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &["--no-audit"]);
+    let endpoint = format!("http://{}", sidecar.admin);
+    let iamd = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_iamd"));
+        command.args(args).env("IAMD_ADMIN_ENDPOINT", &endpoint);
+        for variable in
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IAMD_CREDENTIALS_FILE"]
+        {
+            command.env_remove(variable);
+        }
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let root_file = data.path().join("root.env");
+    let as_root = [("IAMD_CREDENTIALS_FILE", root_file.to_str().unwrap())];
+
+    let missing = iamd(&["admin", "list-users"], &[]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no credentials"), "{missing:?}");
+
+    assert!(iamd(&["admin", "create-user", "--user-name", "alice"], &as_root).status.success());
+    let created = iamd(&["admin", "create-access-key", "--user-name", "alice"], &as_root);
+    assert!(created.status.success(), "{created:?}");
+    let key: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (id, secret) = (
+        key["AccessKey"]["AccessKeyId"].as_str().unwrap(),
+        key["AccessKey"]["SecretAccessKey"].as_str().unwrap(),
+    );
+    let as_alice = [("AWS_ACCESS_KEY_ID", id), ("AWS_SECRET_ACCESS_KEY", secret)];
+
+    let identity = iamd(&["sts", "get-caller-identity"], &as_alice);
+    assert!(identity.status.success(), "{identity:?}");
+    let identity: Value = serde_json::from_slice(&identity.stdout).unwrap();
+    assert_eq!(identity["Arn"], format!("arn:aws:iam::{ACCOUNT}:user/alice"));
+
+    let denied = iamd(&["admin", "create-user", "--user-name", "bob"], &as_alice);
+    assert_eq!(denied.status.code(), Some(254));
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("(AccessDenied) when calling the CreateUser operation"), "{stderr}");
+}

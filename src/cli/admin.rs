@@ -45,7 +45,7 @@ pub struct AdminArgs {
 }
 
 /// `file://PATH` reads a file, as the aws CLI does; anything else is the value itself.
-fn document(value: &str) -> Result<String> {
+pub fn document(value: &str) -> Result<String> {
     match value.strip_prefix("file://") {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read `{path}`")),
         None => Ok(value.to_string()),
@@ -53,7 +53,7 @@ fn document(value: &str) -> Result<String> {
 }
 
 /// `Key=K,Value=V`, the aws CLI's shorthand for a tag.
-fn parse_tag(text: &str) -> Result<proto::Tag, String> {
+pub fn parse_tag(text: &str) -> Result<proto::Tag, String> {
     let mut key = None;
     let mut value = String::new();
     for part in text.split(',') {
@@ -221,6 +221,80 @@ enum AdminCommand {
         #[arg(long)]
         access_key_id: String,
     },
+    /// Create a virtual MFA device; its seed is shown only now
+    CreateVirtualMfaDevice {
+        #[arg(long)]
+        virtual_mfa_device_name: String,
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+    /// Assign a device to a user with two consecutive codes from it
+    EnableMfaDevice(MfaCodes),
+    ResyncMfaDevice(MfaCodes),
+    DeactivateMfaDevice {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        serial_number: String,
+    },
+    DeleteVirtualMfaDevice {
+        #[arg(long)]
+        serial_number: String,
+    },
+    ListMfaDevices {
+        #[arg(long, default_value = "")]
+        user_name: String,
+    },
+    /// Give a user a console password (read from IAMD_PASSWORD or standard input)
+    CreateLoginProfile {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        password_reset_required: bool,
+    },
+    GetLoginProfile {
+        #[arg(long)]
+        user_name: String,
+    },
+    /// Set a new password (read from IAMD_PASSWORD or standard input) or the reset flag
+    UpdateLoginProfile {
+        #[arg(long)]
+        user_name: String,
+        /// Set a new password
+        #[arg(long)]
+        password: bool,
+        #[arg(long)]
+        password_reset_required: Option<bool>,
+    },
+    DeleteLoginProfile {
+        #[arg(long)]
+        user_name: String,
+    },
+    /// Change your own password: the old and the new one, one per line on standard input
+    ChangePassword,
+    UpdateAccountPasswordPolicy {
+        #[arg(long, default_value_t = 8)]
+        minimum_password_length: u32,
+        #[arg(long)]
+        require_symbols: bool,
+        #[arg(long)]
+        require_numbers: bool,
+        #[arg(long)]
+        require_uppercase_characters: bool,
+        #[arg(long)]
+        require_lowercase_characters: bool,
+        #[arg(long)]
+        allow_users_to_change_password: bool,
+        /// Days; 0: passwords never expire
+        #[arg(long, default_value_t = 0)]
+        max_password_age: u32,
+        #[arg(long, default_value_t = 0)]
+        password_reuse_prevention: u32,
+        #[arg(long)]
+        hard_expiry: bool,
+    },
+    GetAccountPasswordPolicy,
+    DeleteAccountPasswordPolicy,
     /// Re-read the policy bundle now
     Reload,
     /// Snapshot revision, counts, reload results
@@ -233,6 +307,39 @@ enum AdminCommand {
         #[arg(long)]
         state: String,
     },
+}
+
+#[derive(Args)]
+pub struct MfaCodes {
+    #[arg(long)]
+    user_name: String,
+    #[arg(long)]
+    serial_number: String,
+    #[arg(long)]
+    authentication_code1: String,
+    #[arg(long)]
+    authentication_code2: String,
+}
+
+/// Secrets are never flags (they would show in the process list): a password comes from
+/// `IAMD_PASSWORD` or standard input.
+fn read_password() -> Result<String> {
+    if let Ok(password) = std::env::var("IAMD_PASSWORD") {
+        return Ok(password);
+    }
+    read_line("the password")
+}
+
+pub fn read_line(what: &str) -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read {what} from standard input"))?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    if line.is_empty() {
+        bail!("{what} is empty: give it on standard input");
+    }
+    Ok(line)
 }
 
 /// How each entity kind is named on the command line.
@@ -350,6 +457,21 @@ fn policy_json(entity_field: &str, p: &proto::PolicyDocument) -> Value {
     let document: Value =
         serde_json::from_str(&p.policy_document).unwrap_or(Value::String(p.policy_document.clone()));
     json!({entity_field: p.name, "PolicyName": p.policy_name, "PolicyDocument": document})
+}
+
+fn mfa_codes(c: MfaCodes, account: &str) -> proto::MfaCodesRequest {
+    proto::MfaCodesRequest {
+        user_name: c.user_name,
+        serial_number: c.serial_number,
+        authentication_code1: c.authentication_code1,
+        authentication_code2: c.authentication_code2,
+        account_id: account.to_string(),
+    }
+}
+
+fn login_profile_json(p: &proto::LoginProfile) -> Value {
+    json!({"LoginProfile": {"UserName": p.user_name, "CreateDate": p.create_date,
+        "PasswordResetRequired": p.password_reset_required}})
 }
 
 fn attached_json(a: proto::AttachedPolicies) -> Value {
@@ -661,6 +783,125 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
         C::ListResourceTags(e) => {
             Some(tag_list(client.list_resource_tags(entity(e.name())).await?.into_inner()))
         }
+        C::CreateVirtualMfaDevice { virtual_mfa_device_name, path } => {
+            let d = client
+                .create_virtual_mfa_device(proto::CreateVirtualMfaDeviceRequest {
+                    virtual_mfa_device_name,
+                    path,
+                    account_id: account.clone(),
+                })
+                .await?
+                .into_inner();
+            Some(
+                json!({"VirtualMFADevice": {"SerialNumber": d.serial_number, "Base32StringSeed": d.base32_string_seed,
+                "OtpauthUri": d.otpauth_uri}}),
+            )
+        }
+        C::EnableMfaDevice(c) => client.enable_mfa_device(mfa_codes(c, &account)).await.map(|_| None)?,
+        C::ResyncMfaDevice(c) => client.resync_mfa_device(mfa_codes(c, &account)).await.map(|_| None)?,
+        C::DeactivateMfaDevice { user_name, serial_number } => client
+            .deactivate_mfa_device(proto::MfaDeviceRequest {
+                user_name,
+                serial_number,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::DeleteVirtualMfaDevice { serial_number } => client
+            .delete_virtual_mfa_device(proto::MfaDeviceRequest {
+                user_name: String::new(),
+                serial_number,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::ListMfaDevices { user_name } => {
+            let devices = client
+                .list_mfa_devices(proto::AccessKeyOwner { user_name, account_id: account.clone() })
+                .await?
+                .into_inner()
+                .mfa_devices;
+            Some(json!({"MFADevices": devices.iter().map(|d| json!({"UserName": d.user_name,
+                "SerialNumber": d.serial_number, "EnableDate": d.enable_date})).collect::<Vec<_>>()}))
+        }
+        C::CreateLoginProfile { user_name, password_reset_required } => {
+            let p = client
+                .create_login_profile(proto::LoginProfileRequest {
+                    user_name,
+                    password: read_password()?,
+                    password_reset_required: Some(password_reset_required),
+                    account_id: account.clone(),
+                })
+                .await?
+                .into_inner();
+            Some(login_profile_json(&p))
+        }
+        C::GetLoginProfile { user_name } => {
+            Some(login_profile_json(&client.get_login_profile(entity(&user_name)).await?.into_inner()))
+        }
+        C::UpdateLoginProfile { user_name, password, password_reset_required } => client
+            .update_login_profile(proto::LoginProfileRequest {
+                user_name,
+                password: if password { read_password()? } else { String::new() },
+                password_reset_required,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::DeleteLoginProfile { user_name } => {
+            client.delete_login_profile(entity(&user_name)).await.map(|_| None)?
+        }
+        C::ChangePassword => {
+            let old_password = read_line("the old password")?;
+            let new_password = read_line("the new password")?;
+            client
+                .change_password(proto::ChangePasswordRequest { old_password, new_password })
+                .await
+                .map(|_| None)?
+        }
+        C::UpdateAccountPasswordPolicy {
+            minimum_password_length,
+            require_symbols,
+            require_numbers,
+            require_uppercase_characters,
+            require_lowercase_characters,
+            allow_users_to_change_password,
+            max_password_age,
+            password_reuse_prevention,
+            hard_expiry,
+        } => client
+            .update_account_password_policy(proto::PasswordPolicy {
+                minimum_password_length,
+                require_symbols,
+                require_numbers,
+                require_uppercase_characters,
+                require_lowercase_characters,
+                allow_users_to_change_password,
+                max_password_age,
+                password_reuse_prevention,
+                hard_expiry,
+                expire_passwords: false,
+                account_id: account.clone(),
+            })
+            .await
+            .map(|_| None)?,
+        C::GetAccountPasswordPolicy => {
+            let p = client
+                .get_account_password_policy(proto::AccountRequest { account_id: account.clone() })
+                .await?
+                .into_inner();
+            Some(json!({"PasswordPolicy": {"MinimumPasswordLength": p.minimum_password_length,
+                "RequireSymbols": p.require_symbols, "RequireNumbers": p.require_numbers,
+                "RequireUppercaseCharacters": p.require_uppercase_characters,
+                "RequireLowercaseCharacters": p.require_lowercase_characters,
+                "AllowUsersToChangePassword": p.allow_users_to_change_password,
+                "ExpirePasswords": p.expire_passwords, "MaxPasswordAge": p.max_password_age,
+                "PasswordReusePrevention": p.password_reuse_prevention, "HardExpiry": p.hard_expiry}}))
+        }
+        C::DeleteAccountPasswordPolicy => client
+            .delete_account_password_policy(proto::AccountRequest { account_id: account.clone() })
+            .await
+            .map(|_| None)?,
         C::Reload => {
             let r = client.reload(proto::Empty {}).await?.into_inner();
             if !r.published {

@@ -1,6 +1,7 @@
 //! Commands that talk to a running sidecar, and `serve` itself.
 
 pub mod admin;
+pub mod sts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
