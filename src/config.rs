@@ -46,6 +46,9 @@ pub struct CredentialsFile {
     /// Where to write the root's access key when iamd creates it at first start, instead of
     /// printing it on standard output.
     pub root_credentials_file: Option<PathBuf>,
+    /// OpenID Connect providers trusted for AssumeRoleWithWebIdentity.
+    #[serde(default)]
+    pub oidc: Vec<crate::credentials::oidc::ProviderConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -122,6 +125,7 @@ pub struct Config {
     pub master_keys: MasterKeys,
     pub replay_cache_entries: usize,
     pub root_credentials_file: Option<PathBuf>,
+    pub oidc_providers: Vec<crate::credentials::oidc::ProviderConfig>,
 }
 
 /// Where the master keys come from.
@@ -221,6 +225,7 @@ impl Config {
             master_keys,
             replay_cache_entries: credentials.replay_cache_entries.unwrap_or(1_000_000),
             root_credentials_file: overrides.root_credentials_file.or(credentials.root_credentials_file),
+            oidc_providers: credentials.oidc,
         })
     }
 }

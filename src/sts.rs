@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crate::authorize::{self, Query, Verified};
+use crate::credentials::oidc::{VerifiedToken, WebIdentity};
 use crate::credentials::session::SessionIdentity;
 use crate::credentials::{
     Authenticated, Caller, KeyRing, Secret, Session, TEMPORARY_PREFIX, new_access_key_id,
@@ -89,6 +90,26 @@ impl std::fmt::Debug for AssumeRole {
             .field("tags", &self.tags)
             .field("mfa_serial", &self.mfa.as_ref().map(|(serial, _)| serial))
             .field("source_identity", &self.source_identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// AssumeRoleWithWebIdentity's parameters. Its `Debug` leaves out the token.
+#[derive(Clone, Default)]
+pub struct WebIdentityRequest {
+    pub role_arn: String,
+    pub role_session_name: String,
+    pub web_identity_token: String,
+    pub duration_seconds: u32,
+    pub policy: Option<String>,
+    pub policy_arns: Vec<String>,
+}
+
+impl std::fmt::Debug for WebIdentityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebIdentityRequest")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
             .finish_non_exhaustive()
     }
 }
@@ -179,29 +200,7 @@ impl Sts<'_> {
                 "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
             ));
         }
-        // The inline and managed session policies share one limit of plain text.
-        let policy_chars = request.policy.as_ref().map_or(0, |p| p.chars().count())
-            + request.policy_arns.iter().map(|arn| arn.chars().count()).sum::<usize>();
-        if policy_chars > MAX_INLINE_POLICY_CHARS {
-            return Err(validation(format!(
-                "1 validation error detected: the session policies (Policy and PolicyArns) have {policy_chars} \
-                 characters; Member must have length less than or equal to {MAX_INLINE_POLICY_CHARS}"
-            )));
-        }
-        if let Some(text) = &request.policy {
-            policy::parse("session policy", text, PolicyKind::Session)
-                .map_err(|e| StsError { code: "MalformedPolicyDocument", message: e.to_string() })?;
-        }
-        if request.policy_arns.len() > MAX_POLICY_ARNS {
-            return Err(validation(format!(
-                "at most {MAX_POLICY_ARNS} managed session policies (PolicyArns) are allowed"
-            )));
-        }
-        if let Some(missing) =
-            request.policy_arns.iter().find(|arn| self.snapshot.bundle.managed_policy(arn).is_none())
-        {
-            return Err(validation(format!("Policy {missing} does not exist or is not attachable.")));
-        }
+        self.check_session_policies(request.policy.as_deref(), &request.policy_arns)?;
         if let Some(source_identity) = &request.source_identity {
             check_name("sourceIdentity", source_identity)?;
             if source_identity.to_ascii_lowercase().starts_with("aws:") {
@@ -353,6 +352,121 @@ impl Sts<'_> {
         let packed_policy_size = packed_size(&session)?;
         let session_token = session.seal(self.keyring);
         Ok(Issued { session: Arc::new(session), session_token, packed_policy_size })
+    }
+
+    /// The inline and managed session policies: one limit of plain text shared by both, a
+    /// policy that compiles, at most ten managed policies that exist.
+    fn check_session_policies(&self, policy: Option<&str>, policy_arns: &[String]) -> Result<(), StsError> {
+        let policy_chars = policy.map_or(0, |p| p.chars().count())
+            + policy_arns.iter().map(|arn| arn.chars().count()).sum::<usize>();
+        if policy_chars > MAX_INLINE_POLICY_CHARS {
+            return Err(validation(format!(
+                "1 validation error detected: the session policies (Policy and PolicyArns) have {policy_chars} \
+                 characters; Member must have length less than or equal to {MAX_INLINE_POLICY_CHARS}"
+            )));
+        }
+        if let Some(text) = policy {
+            policy::parse("session policy", text, PolicyKind::Session)
+                .map_err(|e| StsError { code: "MalformedPolicyDocument", message: e.to_string() })?;
+        }
+        if policy_arns.len() > MAX_POLICY_ARNS {
+            return Err(validation(format!(
+                "at most {MAX_POLICY_ARNS} managed session policies (PolicyArns) are allowed"
+            )));
+        }
+        if let Some(missing) =
+            policy_arns.iter().find(|arn| self.snapshot.bundle.managed_policy(arn).is_none())
+        {
+            return Err(validation(format!("Policy {missing} does not exist or is not attachable.")));
+        }
+        Ok(())
+    }
+
+    /// AssumeRoleWithWebIdentity: an OpenID Connect token of a configured provider, trusted by
+    /// the role's trust policy as a `Federated` principal.
+    pub fn assume_role_with_web_identity(
+        &self,
+        web: &WebIdentity,
+        request: WebIdentityRequest,
+    ) -> Result<(Issued, VerifiedToken), StsError> {
+        check_name("roleSessionName", &request.role_session_name)?;
+        let (account, role_name) = parse_role_arn(&request.role_arn)?;
+        let duration =
+            if request.duration_seconds == 0 { DEFAULT_ROLE_DURATION } else { request.duration_seconds };
+        if !(MIN_DURATION..=43_200).contains(&duration) {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy constraint: \
+                 Member must have value between {MIN_DURATION} and 43200"
+            )));
+        }
+        self.check_session_policies(request.policy.as_deref(), &request.policy_arns)?;
+        let token = web
+            .verify(&request.web_identity_token)
+            .map_err(|e| StsError { code: e.code, message: e.message })?;
+        let provider_arn = token.provider.arn(account);
+        let name = &token.provider.name;
+        let mut context = Context::default();
+        context.insert(&format!("{name}:aud"), [token.audience.as_str()]);
+        context.insert(&format!("{name}:sub"), [token.claims.sub.as_str()]);
+        if let Some(azp) = &token.claims.azp {
+            context.insert(&format!("{name}:azp"), [azp.as_str()]);
+        }
+        if let Some(amr) = &token.claims.amr {
+            let values: Vec<&str> = match amr {
+                serde_json::Value::Array(values) => values.iter().filter_map(|v| v.as_str()).collect(),
+                value => value.as_str().into_iter().collect(),
+            };
+            context.insert(&format!("{name}:amr"), values);
+        }
+        context.insert("sts:RoleSessionName", [request.role_session_name.as_str()]);
+        let query = Query {
+            principal: &provider_arn,
+            action: "sts:AssumeRoleWithWebIdentity",
+            resource: &request.role_arn,
+            resource_account: "",
+            context,
+            explain: true,
+            verified: None,
+        };
+        let answer = authorize::decide(self.snapshot, query).map_err(|e| validation(e.to_string()))?;
+        if !answer.decision.is_allowed() {
+            return Err(access_denied(format!(
+                "Not authorized to perform sts:AssumeRoleWithWebIdentity: {}",
+                answer.explanation.map(|e| e.reason).unwrap_or_default()
+            )));
+        }
+        let role = self
+            .iam
+            .get_role(account, role_name)
+            .map_err(|_| access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity"))?;
+        if role.arn() != request.role_arn {
+            return Err(access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity"));
+        }
+        if duration > role.max_session_duration {
+            return Err(validation(
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            ));
+        }
+        let now = self.now.as_second();
+        let mut session = Session::new(
+            new_access_key_id(TEMPORARY_PREFIX),
+            Secret::generate(),
+            account.to_string(),
+            SessionIdentity::Role {
+                arn: role.arn(),
+                name: role.name.clone(),
+                id: role.id.clone(),
+                session_name: request.role_session_name.clone(),
+                chained: false,
+            },
+            now,
+            now + i64::from(duration),
+        );
+        session.policy = request.policy;
+        session.policy_arns = request.policy_arns;
+        let packed_policy_size = packed_size(&session)?;
+        let session_token = session.seal(self.keyring);
+        Ok((Issued { session: Arc::new(session), session_token, packed_policy_size }, token))
     }
 
     /// GetSessionToken: temporary credentials for a user (or root) with long-term keys, with

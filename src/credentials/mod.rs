@@ -7,6 +7,7 @@
 
 pub mod authenticate;
 pub mod keyring;
+pub mod oidc;
 pub mod session;
 pub mod sigv4;
 

@@ -998,12 +998,14 @@ fn list(items: &[&str]) -> String {
     items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// `service:name`, where web identity providers' keys name the provider by its host and path
+/// (`accounts.google.com:aud`, `oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:sub`).
 fn valid_condition_key(key: &str) -> bool {
     match key.split_once(':') {
         Some((service, name)) => {
             !service.is_empty()
                 && !name.is_empty()
-                && service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && service.chars().all(|c| c.is_ascii_alphanumeric() || "-./_".contains(c))
                 && !key.chars().any(char::is_whitespace)
         }
         None => false,

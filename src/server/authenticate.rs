@@ -28,6 +28,9 @@ const IMPORT_PATH: &str = "/iamd.v1.Admin/Import";
 /// scoped to.
 const SIGNED_SERVICES: &[(&str, &str)] = &[("/iamd.v1.Admin/", "iam"), ("/iamd.v1.Sts/", "sts")];
 
+/// Calls of those services whose credential is in the message itself.
+const UNSIGNED_CALLS: &[&str] = &["/iamd.v1.Sts/AssumeRoleWithWebIdentity"];
+
 #[derive(Clone)]
 pub struct AuthenticateLayer {
     core: Arc<Core>,
@@ -70,9 +73,8 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let path = request.uri().path();
-        let Some(service) =
-            SIGNED_SERVICES.iter().find(|(prefix, _)| path.starts_with(prefix)).map(|(_, s)| *s)
-        else {
+        let signed = SIGNED_SERVICES.iter().find(|(prefix, _)| path.starts_with(prefix)).map(|(_, s)| *s);
+        let Some(service) = signed.filter(|_| !UNSIGNED_CALLS.contains(&path)) else {
             return Box::pin(self.inner.call(request));
         };
         // The ready service is the one to call; leave a fresh clone in its place.

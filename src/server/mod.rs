@@ -57,12 +57,15 @@ pub enum ServeError {
     KeyRing(#[from] crate::credentials::keyring::KeyRingError),
     #[error("cannot create the root's access key: {0}")]
     Bootstrap(String),
+    #[error(transparent)]
+    Provider(#[from] crate::credentials::oidc::ProviderError),
 }
 
 /// What every service shares.
 pub struct Core {
     pub iam: Iam,
     pub authenticator: Authenticator,
+    pub web_identity: crate::credentials::oidc::WebIdentity,
     pub snapshot: SharedSnapshot,
     source: BundleSource,
     audit: Audit,
@@ -447,9 +450,12 @@ pub async fn run(
         None => BundleSource::Embedded,
     };
     let metrics = Metrics::new(snapshot.clone());
+    let web_identity = crate::credentials::oidc::WebIdentity::new(config.oidc_providers.clone())?;
+    web_identity.refresh_all().await;
     let core = Arc::new(Core {
         iam,
         authenticator: Authenticator::new(keyring, config.replay_cache_entries),
+        web_identity,
         snapshot,
         metrics,
         source: source.clone(),
@@ -480,6 +486,17 @@ pub async fn run(
             let _ = reloader.reload().await;
         }
     });
+    if !core.web_identity.is_empty() {
+        let refresher = core.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::credentials::oidc::REFRESH_INTERVAL);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                refresher.web_identity.refresh_all().await;
+            }
+        });
+    }
     let recorder = core.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(LAST_USED_INTERVAL);

@@ -9,8 +9,9 @@ use super::Core;
 use super::convert::{coded, tags};
 use crate::audit::AuditRecord;
 use crate::credentials::Authenticated;
+use crate::credentials::oidc::VerifiedToken;
 use crate::proto::{self, sts_server::Sts as StsApi};
-use crate::sts::{AssumeRole, Issued, Sts, StsError};
+use crate::sts::{AssumeRole, Issued, Sts, StsError, WebIdentityRequest};
 
 pub struct StsService {
     core: Arc<Core>,
@@ -65,6 +66,49 @@ fn duration(seconds: i32) -> Result<u32, Status> {
 }
 
 impl Core {
+    fn web_identity_call(&self, request: WebIdentityRequest) -> Result<(Issued, VerifiedToken), Status> {
+        let snapshot = self.snapshot.load_full().ok_or_else(|| {
+            Status::unavailable("no policy bundle is loaded yet: credentials cannot be issued")
+        })?;
+        let sts = Sts {
+            snapshot: &snapshot,
+            iam: &self.iam,
+            keyring: self.authenticator.keyring(),
+            now: jiff::Timestamp::now(),
+        };
+        let role_arn = request.role_arn.clone();
+        let result = sts.assume_role_with_web_identity(&self.web_identity, request);
+        if self.audit.enabled() {
+            let error = result.as_ref().err();
+            self.audit.record(AuditRecord {
+                event_time: sts.now.to_string(),
+                event_name: "AssumeRoleWithWebIdentity".into(),
+                principal: match &result {
+                    Ok((_, token)) => format!("{}:{}", token.provider.config.issuer, token.claims.sub),
+                    Err(_) => "web identity".into(),
+                },
+                action: "sts:AssumeRoleWithWebIdentity".into(),
+                resource: role_arn,
+                decision: if error.is_some_and(|e| e.code == "AccessDenied") {
+                    "ImplicitDeny"
+                } else {
+                    "Allow"
+                }
+                .into(),
+                reason: match &result {
+                    Ok((issued, _)) => {
+                        Some(format!("issued temporary credentials {}", issued.session.access_key_id))
+                    }
+                    Err(e) => Some(e.message.clone()),
+                },
+                snapshot_revision: snapshot.revision.clone(),
+                error_code: error.map(|e| e.code.to_string()),
+                ..AuditRecord::default()
+            });
+        }
+        result.map_err(|e| sts_status(&e))
+    }
+
     /// Runs an STS operation against the current snapshot, off the async workers (an MFA
     /// check writes to the store), and audits it.
     async fn sts_call<T: Send + 'static>(
@@ -179,6 +223,39 @@ impl StsApi for StsService {
             )
             .await?;
         Ok(Response::new(proto::GetSessionTokenResponse { credentials: Some(credentials(&issued)) }))
+    }
+
+    async fn assume_role_with_web_identity(
+        &self,
+        r: Request<proto::AssumeRoleWithWebIdentityRequest>,
+    ) -> Result<Response<proto::AssumeRoleWithWebIdentityResponse>, Status> {
+        let r = r.into_inner();
+        let request = WebIdentityRequest {
+            role_arn: r.role_arn,
+            role_session_name: r.role_session_name,
+            web_identity_token: r.web_identity_token,
+            duration_seconds: duration(r.duration_seconds)?,
+            policy: optional(r.policy),
+            policy_arns: r.policy_arns,
+        };
+        // A token naming a key not seen yet refreshes the provider's keys first.
+        self.core.web_identity.prepare(&request.web_identity_token).await;
+        let core = self.core.clone();
+        let (issued, token) =
+            tokio::task::spawn_blocking(move || core.web_identity_call(request))
+                .await
+                .map_err(|_| Status::internal("AssumeRoleWithWebIdentity failed unexpectedly"))??;
+        Ok(Response::new(proto::AssumeRoleWithWebIdentityResponse {
+            credentials: Some(credentials(&issued)),
+            assumed_role_user: Some(proto::AssumedRoleUser {
+                assumed_role_id: issued.session.user_id(),
+                arn: issued.session.principal_arn(),
+            }),
+            subject_from_web_identity_token: token.claims.sub.clone(),
+            audience: token.audience.clone(),
+            provider: token.provider.config.issuer.clone(),
+            packed_policy_size: issued.packed_policy_size as i32,
+        }))
     }
 
     async fn get_caller_identity(
