@@ -596,7 +596,7 @@ fn canonical_query(out: &mut String, query: &str, presigned: bool) {
 }
 
 /// The query's parameters, percent-decoded (`+` is kept: SigV4 clients encode spaces as `%20`).
-pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -305,12 +305,6 @@ impl Iam {
         let name = user_of(&state, account, user)?.record.name.clone();
         Ok(owned(&state, account, &name).cloned().collect())
     }
-
-    /// Every virtual device of the account, assigned or not.
-    pub fn list_virtual_mfa_devices(&self, account: &str) -> Result<Vec<MfaDevice>, IamError> {
-        let account = self.account(account)?;
-        Ok(self.lock().mfa_devices.values().filter(|d| d.account == account).cloned().collect())
-    }
 }
 
 fn device_of<'s>(state: &'s State, serial: &str) -> Result<&'s MfaDevice, IamError> {
