@@ -10,6 +10,7 @@
 //! organization.json              {"accounts": {"111122223333": ["r-root", "ou-prod"]},
 //!                                 "scps": {"r-root": ["FullAWSAccess"], ...}, "rcps": {...}}
 //! scps/NAME.json, rcps/NAME.json the organisation's SCPs and RCPs
+//! routes/NAME.json               route maps from HTTP requests to IAM requests (see [`routes`])
 //! ```
 //!
 //! Loading reads every file, validates and compiles everything, and either returns a whole
@@ -17,6 +18,7 @@
 //! part.
 
 mod builtin;
+pub mod routes;
 mod source;
 pub mod watch;
 
@@ -51,6 +53,8 @@ pub struct Bundle {
     prefix_resources: Vec<(String, Arc<Policy>)>,
     scps: HashMap<String, Levels>,
     rcps: HashMap<String, Levels>,
+    /// How requests behind a proxy (Envoy's ext_authz) become IAM requests.
+    pub routes: routes::RouteMap,
     pub warnings: Vec<String>,
 }
 
@@ -146,6 +150,7 @@ impl Bundle {
         let mut exact_resources: HashMap<String, (String, Arc<Policy>)> = HashMap::new();
         let mut prefix_resources: Vec<(String, String, Arc<Policy>)> = Vec::new();
         let mut organization = None;
+        let mut route_map = routes::RouteMap::default();
 
         // First the files are sorted into policies to compile; then the policies are compiled
         // on every core; then the results are put in place, in file order.
@@ -166,6 +171,7 @@ impl Bundle {
                     let arn = format!("arn:aws:iam::{account}:policy/{name}");
                     jobs.push(job(arn, text, (1, 1), PolicyKind::Identity, Target::Managed));
                 }
+                ("routes", Some(name)) if valid_policy_name(name) => route_map.add(file, text, &mut errors),
                 ("scps", Some(name)) if valid_policy_name(name) => {
                     jobs.push(job(name.to_string(), text, (1, 1), PolicyKind::Scp, Target::Scp));
                 }
@@ -194,7 +200,8 @@ impl Bundle {
                 _ => errors.push(error(
                     file,
                     "unexpected file: a bundle holds manifest.json, organization.json, \
-                    and JSON files named by policy under policies/, resource-policies/, scps/ and rcps/",
+                    and JSON files named by policy under policies/, resource-policies/, scps/, rcps/ \
+                    and routes/",
                 )),
             }
         }
@@ -357,6 +364,7 @@ impl Bundle {
                 prefix_resources: prefix_resources.into_iter().map(|(prefix, _, p)| (prefix, p)).collect(),
                 scps,
                 rcps,
+                routes: route_map,
                 warnings,
             }),
             _ => Err(errors),

@@ -8,6 +8,7 @@ mod authenticate;
 mod authorizer;
 mod console;
 mod convert;
+mod ext_authz;
 mod request_id;
 mod sts;
 
@@ -535,6 +536,7 @@ pub async fn run(
         .add_service(health_service.clone())
         .add_service(reflection.clone())
         .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
+        .add_service(ext_authz::service(core.clone()))
         .serve_with_incoming_shutdown(incoming(authorizer_listener), stopped(stop_rx.clone()));
     let admin_server = builder()
         .layer(authenticate::AuthenticateLayer::new(core.clone()))

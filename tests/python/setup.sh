@@ -5,13 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/python
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import botocore, pyotp, jwt, cryptography" 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import botocore, pyotp, jwt, cryptography, envoy" 2>/dev/null; then
     exit 0
 fi
 mkdir -p target
 building=$(mktemp -d target/python.building.XXXXXX)
 python3 -m venv "$building"
 "$building/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Replace an outdated environment (requirements changed) with the new one.
+rm -rf "$venv"
 if ! mv -T "$building" "$venv" 2>/dev/null; then
     rm -rf "$building"
 fi

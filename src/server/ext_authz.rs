@@ -1,0 +1,308 @@
+//! Envoy's external authorization (`envoy.service.auth.v3.Authorization/Check`).
+//!
+//! Envoy asks about every HTTP request it proxies. The bundle's route maps turn the request
+//! into an action and a resource; the caller is the signer of a SigV4 request, the holder of a
+//! bearer token from a configured OIDC provider, the mTLS peer mapped from its SPIFFE ID, or
+//! anonymous; the decision is iamd's, as for `Authorize`. Allowed requests go on with
+//! `x-iamd-principal` and `x-iamd-request-id`; refused ones end at Envoy with 403 (401 when the
+//! credentials did not authenticate) and an AWS-style JSON body. Any internal error is a deny.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpResponse, HttpStatus, HttpStatusCode,
+    OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use tonic::{Request, Response, Status};
+
+use super::Core;
+use crate::audit::AuditRecord;
+use crate::authorize::{self, Query, Verified};
+use crate::bundle::routes::{HttpView, Mapped};
+use crate::credentials::Authenticated;
+use crate::credentials::sigv4::{AuthError, HttpRequest, Payload};
+use crate::eval::{Context, Decision};
+use crate::snapshot::Snapshot;
+
+pub struct ExtAuthzService {
+    core: Arc<Core>,
+}
+
+impl ExtAuthzService {
+    pub fn new(core: Arc<Core>) -> Self {
+        ExtAuthzService { core }
+    }
+}
+
+/// Who the request is from.
+enum Identity {
+    Signed(Authenticated),
+    /// A principal iamd trusts the proxy for: an mTLS peer, a verified token's provider.
+    Trusted(String, Vec<(String, String)>),
+    Anonymous,
+}
+
+/// The answer to Envoy.
+struct Verdict {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    #[allow(deprecated)]
+    HeaderValueOption {
+        header: Some(HeaderValue { key: key.into(), value: value.into(), raw_value: Vec::new() }),
+        ..Default::default()
+    }
+}
+
+fn ok(principal: &str, request_id: &str) -> CheckResponse {
+    CheckResponse {
+        status: Some(envoy_types::pb::google::rpc::Status { code: 0, ..Default::default() }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![header("x-iamd-principal", principal), header("x-iamd-request-id", request_id)],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn denied(verdict: &Verdict, request_id: &str) -> CheckResponse {
+    let status = if verdict.status == 401 { HttpStatusCode::Unauthorized } else { HttpStatusCode::Forbidden };
+    let body = serde_json::json!({"Code": verdict.code, "Message": verdict.message, "RequestId": request_id});
+    CheckResponse {
+        status: Some(envoy_types::pb::google::rpc::Status {
+            code: if verdict.status == 401 { 16 } else { 7 },
+            message: verdict.message.clone(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: status as i32 }),
+            headers: vec![
+                header("content-type", "application/json"),
+                header("x-iamd-request-id", request_id),
+            ],
+            body: body.to_string(),
+        })),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let request_id = request
+            .metadata()
+            .get(super::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let check = request.into_inner();
+        let response = match self.core.snapshot.load_full() {
+            Some(snapshot) => match self.core.check(&snapshot, &check) {
+                (Some(principal), None) => ok(&principal, &request_id),
+                (_, verdict) => denied(
+                    &verdict.unwrap_or(Verdict {
+                        status: 403,
+                        code: "AccessDenied",
+                        message: "Access denied".into(),
+                    }),
+                    &request_id,
+                ),
+            },
+            None => denied(
+                &Verdict {
+                    status: 403,
+                    code: "ServiceUnavailable",
+                    message: "no policy bundle is loaded yet: every request is denied".into(),
+                },
+                &request_id,
+            ),
+        };
+        Ok(Response::new(response))
+    }
+}
+
+impl Core {
+    /// Decides one proxied request: the principal when allowed, the refusal otherwise.
+    fn check(&self, snapshot: &Snapshot, check: &CheckRequest) -> (Option<String>, Option<Verdict>) {
+        let refuse = |status, code, message: String| (None, Some(Verdict { status, code, message }));
+        let Some(attributes) = check.attributes.as_ref() else {
+            return refuse(403, "AccessDenied", "the check carries no request attributes".into());
+        };
+        let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
+            return refuse(403, "AccessDenied", "the check carries no HTTP request".into());
+        };
+        let (path, query) = http.path.split_once('?').unwrap_or((http.path.as_str(), ""));
+        let host = if http.host.is_empty() {
+            http.headers.get(":authority").map_or("", String::as_str)
+        } else {
+            &http.host
+        };
+        let view = HttpView { host, method: &http.method, path, query, headers: &http.headers };
+        let (action, resource, mapped_context) =
+            match snapshot.bundle.routes.map(&view, &attributes.context_extensions) {
+                Mapped::Public => return (Some("public".into()), None),
+                Mapped::Unmapped => {
+                    return refuse(
+                        403,
+                        "AccessDenied",
+                        format!("no route map rule maps {} {path} on {host}", http.method),
+                    );
+                }
+                Mapped::Request { action, resource, context } => (action, resource, context),
+            };
+        let source_ip =
+            attributes.source.as_ref().and_then(|peer| peer.address.as_ref()).and_then(|address| {
+                match &address.address {
+                    Some(Address::SocketAddress(socket)) => Some(socket.address.clone()),
+                    _ => None,
+                }
+            });
+        let secure = http.scheme == "https"
+            || attributes.source.as_ref().is_some_and(|peer| !peer.principal.is_empty());
+        let now = jiff::Timestamp::now();
+        let identity = match self.identify(snapshot, attributes, http, host, &action, &resource, now) {
+            Ok(identity) => identity,
+            Err(error) => return refuse(401, error.code.as_str(), error.message),
+        };
+        let mut context = Context::default();
+        for (key, value) in &mapped_context {
+            context.insert(key, [value.as_str()]);
+        }
+        if let Some(agent) = http.headers.get("user-agent") {
+            context.insert("aws:UserAgent", [agent.as_str()]);
+        }
+        if let Some(referer) = http.headers.get("referer") {
+            context.insert("aws:Referer", [referer.as_str()]);
+        }
+        context.insert("aws:SecureTransport", [if secure { "true" } else { "false" }]);
+        if let Some(ip) = &source_ip {
+            context.insert("aws:SourceIp", [ip.as_str()]);
+        }
+        let (principal, verified, extra) = match &identity {
+            Identity::Signed(caller) => (
+                caller.principal_arn(),
+                Some(Verified {
+                    caller,
+                    source_ip: source_ip.as_deref(),
+                    secure_transport: secure,
+                    now,
+                    mfa_at: None,
+                }),
+                None,
+            ),
+            Identity::Trusted(principal, extra) => (principal.clone(), None, Some(extra)),
+            Identity::Anonymous => ("anonymous".to_string(), None, None),
+        };
+        for (key, value) in extra.into_iter().flatten() {
+            context.insert(key, [value.as_str()]);
+        }
+        let query = Query {
+            principal: &principal,
+            action: &action,
+            resource: &resource,
+            resource_account: "",
+            context,
+            explain: true,
+            verified,
+        };
+        let answer = match authorize::decide(snapshot, query) {
+            Ok(answer) => answer,
+            Err(e) => return refuse(403, "AccessDenied", format!("the request cannot be decided: {e}")),
+        };
+        if self.audit.enabled() {
+            let explanation = answer.explanation.as_ref();
+            self.audit.record(AuditRecord {
+                event_time: now.to_string(),
+                event_name: "Check".into(),
+                principal: principal.clone(),
+                action: action.clone(),
+                resource: resource.clone(),
+                decision: format!("{:?}", answer.decision),
+                reason: explanation.map(|e| e.reason.clone()),
+                snapshot_revision: snapshot.revision.clone(),
+                source_ip: source_ip.clone(),
+                access_key_id: match &identity {
+                    Identity::Signed(caller) => Some(caller.access_key_id.clone()),
+                    _ => None,
+                },
+                ..AuditRecord::default()
+            });
+        }
+        if answer.decision == Decision::Allow {
+            return (Some(principal), None);
+        }
+        let message = answer.explanation.map(|e| e.reason).unwrap_or_else(|| "Access denied".into());
+        (None, Some(Verdict { status: 403, code: "AccessDenied", message }))
+    }
+
+    /// Establishes who sent the request: a SigV4 signature, a bearer token, an mTLS peer.
+    #[allow(clippy::too_many_arguments)]
+    fn identify(
+        &self,
+        snapshot: &Snapshot,
+        attributes: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
+        http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+        host: &str,
+        action: &str,
+        resource: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Identity, AuthError> {
+        let authorization = http.headers.get("authorization").map(String::as_str).unwrap_or_default();
+        let presigned = http.path.contains("X-Amz-Signature=");
+        if authorization.starts_with("AWS4-") || presigned {
+            let (path, query) = http.path.split_once('?').unwrap_or((http.path.as_str(), ""));
+            let mut headers: Vec<(String, String)> = http
+                .headers
+                .iter()
+                .filter(|(name, _)| !name.starts_with(':'))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            if !http.headers.contains_key("host") {
+                headers.push(("host".into(), host.to_string()));
+            }
+            let body: &[u8] = if http.raw_body.is_empty() { http.body.as_bytes() } else { &http.raw_body };
+            let request = HttpRequest {
+                method: &http.method,
+                path,
+                query,
+                headers: &headers,
+                payload: Payload::Body(body),
+            };
+            let question = format!("{action}\n{resource}");
+            return self
+                .authenticator
+                .authenticate(&snapshot.directory, &request, now, &question)
+                .map(Identity::Signed);
+        }
+        if let Some(token) = authorization.strip_prefix("Bearer ") {
+            let verified = self.web_identity.verify(token.trim()).map_err(|e| {
+                AuthError::new(
+                    crate::credentials::sigv4::ErrorCode::AccessDenied,
+                    format!("{}: {}", e.code, e.message),
+                )
+            })?;
+            let name = &verified.provider.name;
+            let context = vec![
+                (format!("{name}:aud"), verified.audience.clone()),
+                (format!("{name}:sub"), verified.claims.sub.clone()),
+            ];
+            return Ok(Identity::Trusted(verified.provider.arn(&snapshot.bundle.account), context));
+        }
+        if let Some(peer) = attributes.source.as_ref().filter(|peer| !peer.principal.is_empty())
+            && let Some(principal) = snapshot.bundle.routes.spiffe_principal(host, &peer.principal)
+        {
+            return Ok(Identity::Trusted(principal.to_string(), Vec::new()));
+        }
+        Ok(Identity::Anonymous)
+    }
+}
+
+/// `iamd.v1.Authorizer`'s neighbour on the decision listener.
+pub fn service(core: Arc<Core>) -> envoy_types::ext_authz::v3::pb::AuthorizationServer<ExtAuthzService> {
+    envoy_types::ext_authz::v3::pb::AuthorizationServer::new(ExtAuthzService::new(core))
+}

