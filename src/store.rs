@@ -88,16 +88,30 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// How long to wait for another holder of the data directory (a process still exiting, or
+/// sled's background flush of a store just closed) to let go of its lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        // sled's page cache defaults to 1 GiB; decisions never read sled, so a small cache
+        // only slows admin reads of cold records, which are served from memory anyway.
+        match sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.map_err(|source| StoreError::Open { path: path.to_path_buf(), source }),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the data directory, refusing one written by a newer schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        // sled's page cache defaults to 1 GiB; decisions never read sled, so a small cache
-        // only slows admin reads of cold records, which are served from memory anyway.
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let db = open_waiting_for_lock(path)?;
         match db.get(SCHEMA_KEY)? {
             Some(bytes) => {
                 let found = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(
