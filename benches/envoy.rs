@@ -1,0 +1,258 @@
+//! Latency through a real Envoy on loopback at a fixed rate, with and without the ext_authz
+//! filter calling iamd, for requests signed with SigV4 (each verified and decided).
+//!
+//! `bash tests/python/setup.sh && cargo bench --bench envoy` (`IAMD_BENCH_SECONDS` sets the
+//! duration of each run, default 10; `IAMD_BENCH_RATE` the requests per second, default 1000).
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iamd::config::{Config, FileConfig, Overrides};
+use iamd::credentials::sigv4::{self, HttpRequest, Payload, SigningCredentials};
+use iamd::proto::{self, admin_client::AdminClient};
+
+const ACCOUNT: &str = "111122223333";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An upstream answering 200 to every request, on keep-alive connections.
+fn upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+struct Envoy(Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn envoy_binary() -> String {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/python/bin/python");
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        ])
+        .output()
+        .expect("run `bash tests/python/setup.sh` first: it installs Envoy");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn start_envoy(dir: &std::path::Path, listen: u16, app: u16, iamd: u16, ext_authz: bool) -> Envoy {
+    let mut config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy.yaml")).unwrap();
+    if !ext_authz {
+        let start = config.find("                  - name: envoy.filters.http.ext_authz").unwrap();
+        let end = config.find("                  - name: envoy.filters.http.router").unwrap();
+        config.replace_range(start..end, "");
+    }
+    let config = config
+        .replace("address: 0.0.0.0, port_value: 10000", &format!("address: 127.0.0.1, port_value: {listen}"))
+        .replace("port_value: 8080", &format!("port_value: {app}"))
+        .replace("port_value: 50051", &format!("port_value: {iamd}"))
+        .replace("port_value: 9901", &format!("port_value: {}", free_port()));
+    let path = dir.join(format!("envoy-{listen}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(envoy_binary())
+        .arg("-c")
+        .arg(&path)
+        .args(["--log-level", "error", "--base-id", &listen.to_string(), "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Envoy(child)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at] as f64 / 1_000.0
+}
+
+/// Sends `rate` signed requests a second for `seconds`, open loop; returns latencies in µs.
+async fn run(port: u16, credentials: &SigningCredentials, rate: u64, seconds: u64) -> Vec<u64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut nonce = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticker.tick().await;
+        nonce += 1;
+        let headers = vec![
+            ("host".to_string(), format!("127.0.0.1:{port}")),
+            ("x-nonce".to_string(), nonce.to_string()),
+        ];
+        let unsigned = HttpRequest {
+            method: "GET",
+            path: "/reports/alice/q1.csv",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(b""),
+        };
+        let added = sigv4::sign(credentials, "us-east-1", "s3", jiff::Timestamp::now(), &unsigned);
+        let mut request =
+            client.get(format!("http://127.0.0.1:{port}/reports/alice/q1.csv")).header("x-nonce", nonce);
+        for (name, value) in added {
+            request = request.header(name, value);
+        }
+        let latencies = latencies.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.bytes().await;
+            latencies.lock().unwrap().push(sent.elapsed().as_nanos() as u64);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    latencies.sort_unstable();
+    latencies
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("envoy: bench");
+        return;
+    }
+    let seconds: u64 = std::env::var("IAMD_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rate: u64 = std::env::var("IAMD_BENCH_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    for (path, text) in [
+        ("manifest.json", format!("{{\"revision\": \"bench\", \"account\": \"{ACCOUNT}\"}}")),
+        (
+            "policies/Reports.json",
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::reports/${aws:username}/*"}}"#.to_string(),
+        ),
+        (
+            "routes/files.json",
+            r#"{"hosts": ["*"], "rules": [{"method": "GET", "path": "/reports/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::reports/{key}"}]}"#.to_string(),
+        ),
+    ] {
+        let path = bundle.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data: Some(dir.path().join("data")),
+        bundle: Some(bundle),
+        master_key_file: Some(dir.path().join("master.keys")),
+        root_credentials_file: Some(dir.path().join("root.env")),
+        no_audit: true,
+        ..Overrides::default()
+    };
+    let config = Config::resolve(FileConfig::default(), overrides).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("iamd-server")
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(iamd::server::run(config, std::future::pending(), move |bound| {
+                ready_tx.send(bound).unwrap()
+            }))
+            .unwrap();
+    });
+    let bound = ready_rx.recv().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let root = std::fs::read_to_string(dir.path().join("root.env")).unwrap();
+        let root = iamd::client::credentials_from_file(&root).unwrap();
+        let channel = iamd::client::SigningChannel::connect(&format!("http://{}", bound.admin), root, "iam")
+            .await
+            .unwrap();
+        let mut admin = AdminClient::new(channel);
+        admin
+            .create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
+            .await
+            .unwrap();
+        admin
+            .attach_user_policy(proto::AttachmentRequest {
+                name: "alice".into(),
+                policy_arn: format!("arn:aws:iam::{ACCOUNT}:policy/Reports"),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let key = admin
+            .create_access_key(proto::AccessKeyOwner { user_name: "alice".into(), account_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        let alice = SigningCredentials {
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            session_token: None,
+        };
+        let app = upstream();
+        for ext_authz in [false, true] {
+            let port = free_port();
+            let _envoy = start_envoy(dir.path(), port, app, bound.authorizer.port(), ext_authz);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "envoy did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            run(port, &alice, rate, 1).await;
+            let latencies = run(port, &alice, rate, seconds).await;
+            println!(
+                "envoy {} ext_authz: {} requests at {rate}/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                if ext_authz { "with" } else { "without" },
+                latencies.len(),
+                percentile(&latencies, 0.50) / 1_000.0,
+                percentile(&latencies, 0.99) / 1_000.0,
+                percentile(&latencies, 1.0) / 1_000.0,
+            );
+        }
+    });
+}
