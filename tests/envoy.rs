@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Sidecar, botocore_sign, python, temp_dir, write_bundle};
+use common::{Sidecar, botocore_sign, python, run_python, temp_dir, write_bundle};
 use iamd::credentials::sigv4::SigningCredentials;
 use iamd::proto;
 use serde_json::{Value, json};
@@ -155,17 +155,50 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
                     .to_string(),
             ),
             (
+                "resource-policies/partners.json",
+                format!(
+                    r#"{{"resources": ["arn:aws:s3:::partners/*"], "policy": {{"Version": "2012-10-17", "Statement": {{
+                    "Effect": "Allow", "Principal": {{"Federated": "arn:aws:iam::{ACCOUNT}:oidc-provider/token.example.com"}},
+                    "Action": "s3:GetObject", "Resource": "arn:aws:s3:::partners/*",
+                    "Condition": {{"StringEquals": {{"token.example.com:sub": "partner-1"}}}}}}}}}}"#
+                ),
+            ),
+            (
                 "routes/files.json",
                 r#"{"hosts": ["*"], "public": ["/healthz"], "rules": [
                     {"method": "GET", "path": "/reports/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::reports/{key}"},
-                    {"method": "GET", "path": "/public/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::public/{key}"}]}"#
+                    {"method": "GET", "path": "/public/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::public/{key}"},
+                    {"method": "GET", "path": "/partners/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::partners/{key}"}]}"#
                     .to_string(),
             ),
         ]
     };
     write_bundle(bundle.path(), &files(""));
+    // Bearer tokens from an OIDC provider, issued by PyJWT.
+    let keys = temp_dir();
+    let token =
+        |sub: &str| json!({"iss": "https://token.example.com", "aud": "partners", "sub": sub, "exp": 600});
+    let lines = run_python(
+        "oidc.py",
+        &json!({"key_file": keys.path().join("idp.pem"), "kid": "k1", "tokens": [token("partner-1"), token("partner-2")]})
+            .to_string(),
+    );
+    std::fs::write(keys.path().join("jwks.json"), &lines[0]).unwrap();
+    let config = keys.path().join("iamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[credentials.oidc]]\nissuer = \"https://token.example.com\"\naudiences = [\"partners\"]\njwks_file = \"{}\"\n",
+            keys.path().join("jwks.json").display()
+        ),
+    )
+    .unwrap();
     let data = temp_dir();
-    let sidecar = Sidecar::start(data.path(), Some(bundle.path()), &["--no-audit"]);
+    let sidecar = Sidecar::start(
+        data.path(),
+        Some(bundle.path()),
+        &["--no-audit", "--config", config.to_str().unwrap()],
+    );
     let mut root = sidecar.admin().await;
     root.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
         .await
@@ -242,6 +275,20 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     let public = client.get(format!("http://127.0.0.1:{port}/public/readme.txt")).send().await.unwrap();
     assert_eq!(public.status(), 200);
     assert_eq!(seen.lock().unwrap().last().unwrap(), "anonymous");
+    // A bearer token: its provider is the principal, its subject a condition key.
+    let bearer = |token: &str| {
+        client
+            .get(format!("http://127.0.0.1:{port}/partners/catalog.csv"))
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    assert_eq!(bearer(&lines[1]).await.unwrap().status(), 200);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        &format!("arn:aws:iam::{ACCOUNT}:oidc-provider/token.example.com")
+    );
+    assert_eq!(bearer(&lines[2]).await.unwrap().status(), 403);
+    assert_eq!(bearer("not-a-token").await.unwrap().status(), 401);
 
     // A new policy arrives while Envoy keeps asking: bob's reports open up.
     write_bundle(bundle.path(), &files(r#", "arn:aws:s3:::reports/bob/*""#));
@@ -259,7 +306,8 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The upstream saw exactly the allowed requests: own, public, and bob's after the reload.
+    // The upstream saw exactly the allowed requests: own, public, partner-1, and bob's after the
+    // reload.
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len() - allowed_before, 3, "{seen:?}");
+    assert_eq!(seen.len() - allowed_before, 4, "{seen:?}");
 }
