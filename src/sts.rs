@@ -16,7 +16,7 @@ use crate::credentials::{
     Authenticated, Caller, KeyRing, Secret, Session, TEMPORARY_PREFIX, new_access_key_id,
 };
 use crate::eval::Context;
-use crate::iam::model::Tag;
+use crate::iam::model::{Role, Tag};
 use crate::iam::{Iam, IamError};
 use crate::policy::{self, PolicyKind};
 use crate::snapshot::Snapshot;
@@ -323,26 +323,7 @@ impl Sts<'_> {
         }
 
         // Only now that the caller may assume the role does it learn the role's limit.
-        if duration > role.max_session_duration {
-            return Err(validation(
-                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
-            ));
-        }
-        let now = self.now.as_second();
-        let mut session = Session::new(
-            new_access_key_id(TEMPORARY_PREFIX),
-            Secret::generate(),
-            account.to_string(),
-            SessionIdentity::Role {
-                arn: role.arn(),
-                name: role.name.clone(),
-                id: role.id.clone(),
-                session_name: request.role_session_name.clone(),
-                chained,
-            },
-            now,
-            now + i64::from(duration),
-        );
+        let mut session = self.role_session(&role, &request.role_session_name, duration, chained)?;
         session.policy = request.policy.clone();
         session.policy_arns = request.policy_arns.clone();
         session.tags = tags;
@@ -352,6 +333,36 @@ impl Sts<'_> {
         let packed_policy_size = packed_size(&session)?;
         let session_token = session.seal(self.keyring);
         Ok(Issued { session: Arc::new(session), session_token, packed_policy_size })
+    }
+
+    /// A new session of `role`, within the role's maximum session duration.
+    fn role_session(
+        &self,
+        role: &Role,
+        session_name: &str,
+        duration: u32,
+        chained: bool,
+    ) -> Result<Session, StsError> {
+        if duration > role.max_session_duration {
+            return Err(validation(
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            ));
+        }
+        let now = self.now.as_second();
+        Ok(Session::new(
+            new_access_key_id(TEMPORARY_PREFIX),
+            Secret::generate(),
+            role.account.clone(),
+            SessionIdentity::Role {
+                arn: role.arn(),
+                name: role.name.clone(),
+                id: role.id.clone(),
+                session_name: session_name.to_string(),
+                chained,
+            },
+            now,
+            now + i64::from(duration),
+        ))
     }
 
     /// The inline and managed session policies: one limit of plain text shared by both, a
@@ -442,26 +453,7 @@ impl Sts<'_> {
         if role.arn() != request.role_arn {
             return Err(access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity"));
         }
-        if duration > role.max_session_duration {
-            return Err(validation(
-                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
-            ));
-        }
-        let now = self.now.as_second();
-        let mut session = Session::new(
-            new_access_key_id(TEMPORARY_PREFIX),
-            Secret::generate(),
-            account.to_string(),
-            SessionIdentity::Role {
-                arn: role.arn(),
-                name: role.name.clone(),
-                id: role.id.clone(),
-                session_name: request.role_session_name.clone(),
-                chained: false,
-            },
-            now,
-            now + i64::from(duration),
-        );
+        let mut session = self.role_session(&role, &request.role_session_name, duration, false)?;
         session.policy = request.policy;
         session.policy_arns = request.policy_arns;
         let packed_policy_size = packed_size(&session)?;
