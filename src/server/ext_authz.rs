@@ -167,7 +167,24 @@ impl Core {
         let now = jiff::Timestamp::now();
         let identity = match self.identify(snapshot, attributes, http, host, &action, &resource, now) {
             Ok(identity) => identity,
-            Err(error) => return refuse(401, error.code.as_str(), error.message),
+            Err(error) => {
+                // Failed credentials are audited like any refusal, with AWS's code.
+                if self.audit.enabled() {
+                    self.audit.record(AuditRecord {
+                        event_time: now.to_string(),
+                        event_name: "Check".into(),
+                        action: action.clone(),
+                        resource: resource.clone(),
+                        decision: format!("{:?}", Decision::ImplicitDeny),
+                        reason: Some(error.message.clone()),
+                        snapshot_revision: snapshot.revision.clone(),
+                        source_ip: source_ip.clone(),
+                        error_code: Some(error.code.as_str().to_string()),
+                        ..AuditRecord::default()
+                    });
+                }
+                return refuse(401, error.code.as_str(), error.message);
+            }
         };
         let mut context = Context::default();
         for (key, value) in &mapped_context {
