@@ -173,20 +173,8 @@ async fn requests_signed_by_botocore_are_authenticated_and_their_altered_copies_
     bundle(policies.path());
     let sidecar = Sidecar::start(data.path(), Some(policies.path()), &["--no-audit"]);
     let mut admin = sidecar.admin().await;
-    admin
-        .create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
-        .await
-        .unwrap();
-    admin
-        .attach_user_policy(proto::AttachmentRequest {
-            name: "alice".into(),
-            policy_arn: format!("arn:aws:iam::{ACCOUNT}:policy/ReadOwnReports"),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap();
-    let key = admin.create_access_key(owner("alice")).await.unwrap().into_inner();
-    let alice = credentials(&key);
+    let alice =
+        sidecar.user_with_key("alice", &[&format!("arn:aws:iam::{ACCOUNT}:policy/ReadOwnReports")]).await;
 
     let s3 = |name: &str, method: &str, url: &str| json!({"name": name, "method": method, "url": url, "service": "s3", "region": "us-east-1"});
     let mut requests = vec![
@@ -300,7 +288,7 @@ async fn requests_signed_by_botocore_are_authenticated_and_their_altered_copies_
     admin
         .update_access_key(proto::UpdateAccessKeyRequest {
             user_name: "alice".into(),
-            access_key_id: key.access_key_id.clone(),
+            access_key_id: alice.access_key_id.clone(),
             status: "Inactive".into(),
             account_id: String::new(),
         })
@@ -313,7 +301,7 @@ async fn requests_signed_by_botocore_are_authenticated_and_their_altered_copies_
 
     let used = admin
         .get_access_key_last_used(proto::AccessKeyRequest {
-            access_key_id: key.access_key_id.clone(),
+            access_key_id: alice.access_key_id.clone(),
             ..Default::default()
         })
         .await

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Sidecar, botocore_sign, python, run_python, temp_dir, write_bundle};
-use iamd::credentials::sigv4::SigningCredentials;
 use iamd::proto;
 use serde_json::{Value, json};
 
@@ -199,27 +198,7 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         Some(bundle.path()),
         &["--no-audit", "--config", config.to_str().unwrap()],
     );
-    let mut root = sidecar.admin().await;
-    root.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
-        .await
-        .unwrap();
-    root.attach_user_policy(proto::AttachmentRequest {
-        name: "alice".into(),
-        policy_arn: format!("arn:aws:iam::{ACCOUNT}:policy/Reports"),
-        account_id: String::new(),
-    })
-    .await
-    .unwrap();
-    let key = root
-        .create_access_key(proto::AccessKeyOwner { user_name: "alice".into(), account_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    let alice = SigningCredentials {
-        access_key_id: key.access_key_id,
-        secret_access_key: key.secret_access_key,
-        session_token: None,
-    };
+    let alice = sidecar.user_with_key("alice", &[&format!("arn:aws:iam::{ACCOUNT}:policy/Reports")]).await;
 
     let (app_port, seen) = upstream();
     let port = free_port();

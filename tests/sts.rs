@@ -113,17 +113,9 @@ async fn world() -> World {
     let policies = temp_dir();
     bundle(policies.path());
     let sidecar = Sidecar::start(data.path(), Some(policies.path()), &[]);
+    let alice =
+        sidecar.user_with_key("alice", &[&format!("arn:aws:iam::{ACCOUNT}:policy/AssumeAppRoles")]).await;
     let mut root = sidecar.admin().await;
-    root.create_user(proto::CreateUserRequest { user_name: "alice".into(), ..Default::default() })
-        .await
-        .unwrap();
-    root.attach_user_policy(proto::AttachmentRequest {
-        name: "alice".into(),
-        policy_arn: format!("arn:aws:iam::{ACCOUNT}:policy/AssumeAppRoles"),
-        account_id: String::new(),
-    })
-    .await
-    .unwrap();
     for (role, condition) in [
         ("Reader", json!({"StringEquals": {"sts:ExternalId": "ext-1"}})),
         (
@@ -150,16 +142,6 @@ async fn world() -> World {
         .await
         .unwrap();
     }
-    let key = root
-        .create_access_key(proto::AccessKeyOwner { user_name: "alice".into(), account_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    let alice = SigningCredentials {
-        access_key_id: key.access_key_id,
-        secret_access_key: key.secret_access_key,
-        session_token: None,
-    };
     World { sidecar, alice, _dirs: (data, policies) }
 }
 

@@ -240,3 +240,34 @@ pub fn botocore_sign(
         })
         .collect()
 }
+
+impl Sidecar {
+    /// Creates user `name` with the managed policies `policy_arns` attached and an access key;
+    /// returns the key's credentials.
+    pub async fn user_with_key(&self, name: &str, policy_arns: &[&str]) -> SigningCredentials {
+        use iamd::proto;
+        let mut root = self.admin().await;
+        root.create_user(proto::CreateUserRequest { user_name: name.into(), ..Default::default() })
+            .await
+            .unwrap();
+        for arn in policy_arns {
+            root.attach_user_policy(proto::AttachmentRequest {
+                name: name.into(),
+                policy_arn: arn.to_string(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap();
+        }
+        let key = root
+            .create_access_key(proto::AccessKeyOwner { user_name: name.into(), account_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        SigningCredentials {
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            session_token: None,
+        }
+    }
+}
