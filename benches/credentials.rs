@@ -54,7 +54,7 @@ fn decide(
     };
     let now = jiff::Timestamp::now();
     let caller = authenticator
-        .authenticate(&snapshot.directory, &request, now, "s3:GetObject")
+        .authenticate(&snapshot.directory, &request, now, Some("s3:GetObject"))
         .expect("authenticates");
     let query = Query {
         principal: "",

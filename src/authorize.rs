@@ -401,9 +401,9 @@ fn session_policies(snapshot: &Snapshot, session: &Session) -> Result<Option<Vec
         policies.push(inline.clone());
     }
     for arn in &session.policy_arns {
-        match snapshot.bundle.managed_policy(arn) {
+        match snapshot.managed_policy(arn) {
             Some(policy) => policies.push(policy.clone()),
-            None => return Err(format!("the session policy {arn} is missing from the bundle")),
+            None => return Err(format!("the session policy {arn} does not exist")),
         }
     }
     Ok(Some(policies))

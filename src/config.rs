@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:50052";
+pub const DEFAULT_QUERY_LISTEN: &str = "127.0.0.1:50053";
 pub const DEFAULT_DATA: &str = "iamd-data";
 pub const DEFAULT_ACCOUNT: &str = "111122223333";
 
@@ -19,6 +20,8 @@ pub const DEFAULT_ACCOUNT: &str = "111122223333";
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// The AWS Query API (IAM and STS for the aws CLI and SDKs).
+    pub query_listen: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
     pub account: Option<String>,
@@ -108,6 +111,7 @@ impl FileConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub query_listen: SocketAddr,
     pub data: PathBuf,
     /// `None`: the embedded sample bundle.
     pub bundle: Option<PathBuf>,
@@ -150,6 +154,7 @@ impl std::fmt::Debug for MasterKeys {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    pub query_listen: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
     pub account: Option<String>,
@@ -208,6 +213,10 @@ impl Config {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| default_addr(DEFAULT_ADMIN_LISTEN)),
+            query_listen: overrides
+                .query_listen
+                .or(file.query_listen)
+                .unwrap_or_else(|| default_addr(DEFAULT_QUERY_LISTEN)),
             data,
             bundle: overrides.bundle.or(file.bundle),
             account,

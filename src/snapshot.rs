@@ -68,6 +68,9 @@ pub struct Directory {
     pub resource_tags: imbl::HashMap<Arc<str>, Arc<[Tag]>>,
     /// Access keys by id.
     pub access_keys: imbl::HashMap<Arc<str>, Arc<AccessKeyEntry>>,
+    /// Customer managed policies created through the API, by ARN (the bundle's are in the
+    /// bundle).
+    pub managed_policies: imbl::HashMap<Arc<str>, Arc<Policy>>,
 }
 
 /// The key of a user or role in the directory.
@@ -100,6 +103,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A managed policy by ARN: the bundle's, else one created through the API.
+    pub fn managed_policy(&self, arn: &str) -> Option<&Arc<Policy>> {
+        self.bundle.managed_policy(arn).or_else(|| self.directory.managed_policies.get(arn))
+    }
+
     pub fn new(bundle: Arc<Bundle>, directory: Directory, generation: u64) -> Snapshot {
         let revision = format!("{}+{generation}", bundle.revision);
         Snapshot { bundle, directory, generation, revision }

@@ -14,15 +14,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::iam::model::{
-    AccessKey, Group, LastUsed, LoginProfile, MfaDevice, PasswordPolicy, ResourceTags, Role, StateDocument,
-    User,
+    AccessKey, Group, LastUsed, LoginProfile, ManagedPolicy, MfaDevice, PasswordPolicy, ResourceTags, Role,
+    StateDocument, User,
 };
 
 /// The layout of the data directory this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const CACHE_BYTES: u64 = 16 << 20;
-const PREFIXES: [&str; 8] = ["user/", "group/", "role/", "rtag/", "akey/", "mfa/", "login/", "pwpolicy/"];
+const PREFIXES: [&str; 9] =
+    ["user/", "group/", "role/", "rtag/", "akey/", "mfa/", "login/", "pwpolicy/", "policy/"];
 const LAST_USED_TREE: &[u8] = b"last-used";
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,8 @@ pub enum Write {
     DeleteLoginProfile { account: String, user: String },
     PutPasswordPolicy(PasswordPolicy),
     DeletePasswordPolicy { account: String },
+    PutManagedPolicy(ManagedPolicy),
+    DeleteManagedPolicy { account: String, name: String },
 }
 
 pub struct Store {
@@ -160,6 +163,7 @@ impl Store {
             mfa_devices: read(&self.db, "mfa/")?,
             login_profiles: read(&self.db, "login/")?,
             password_policies: read(&self.db, "pwpolicy/")?,
+            managed_policies: read(&self.db, "policy/")?,
         })
     }
 
@@ -206,6 +210,12 @@ impl Store {
                 }
                 Write::DeletePasswordPolicy { account } => {
                     batch.remove(format!("pwpolicy/{account}").into_bytes())
+                }
+                Write::PutManagedPolicy(policy) => {
+                    batch.insert(entity_key("policy", &policy.account, &policy.name), encode(policy))
+                }
+                Write::DeleteManagedPolicy { account, name } => {
+                    batch.remove(entity_key("policy", account, name))
                 }
             }
         }

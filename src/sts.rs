@@ -385,9 +385,7 @@ impl Sts<'_> {
                 "at most {MAX_POLICY_ARNS} managed session policies (PolicyArns) are allowed"
             )));
         }
-        if let Some(missing) =
-            policy_arns.iter().find(|arn| self.snapshot.bundle.managed_policy(arn).is_none())
-        {
+        if let Some(missing) = policy_arns.iter().find(|arn| self.snapshot.managed_policy(arn).is_none()) {
             return Err(validation(format!("Policy {missing} does not exist or is not attachable.")));
         }
         Ok(())

@@ -53,6 +53,14 @@ pub fn aws_managed() -> HashMap<String, Arc<Policy>> {
         .collect()
 }
 
+/// The documents of the AWS managed policies, by ARN.
+pub fn aws_managed_documents() -> HashMap<String, Arc<str>> {
+    AWS_MANAGED
+        .iter()
+        .map(|(name, text)| (format!("arn:aws:iam::aws:policy/{name}"), Arc::from(*text)))
+        .collect()
+}
+
 pub fn scps() -> HashMap<String, Arc<Policy>> {
     let full =
         r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#;

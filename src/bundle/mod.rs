@@ -48,6 +48,10 @@ pub struct Bundle {
     /// A digest of the bundle's files, to skip reloads that change nothing.
     pub digest: u64,
     managed: HashMap<String, Arc<Policy>>,
+    /// The managed policies' documents as written, for `GetPolicyVersion`.
+    managed_documents: HashMap<String, Arc<str>>,
+    /// When the bundle was compiled: the creation date the API shows for its policies.
+    pub compiled_at: String,
     exact_resources: HashMap<String, Arc<Policy>>,
     /// `(prefix, policy)` for patterns ending in `*`, longest first.
     prefix_resources: Vec<(String, Arc<Policy>)>,
@@ -145,6 +149,7 @@ impl Bundle {
         let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
 
         let mut managed: HashMap<String, Arc<Policy>> = builtin::aws_managed();
+        let mut managed_documents: HashMap<String, Arc<str>> = builtin::aws_managed_documents();
         let mut scp_documents: HashMap<String, Arc<Policy>> = builtin::scps();
         let mut rcp_documents: HashMap<String, Arc<Policy>> = builtin::rcps();
         let mut exact_resources: HashMap<String, (String, Arc<Policy>)> = HashMap::new();
@@ -236,6 +241,7 @@ impl Bundle {
             };
             match &job.target {
                 Target::Managed => {
+                    managed_documents.insert(job.name.clone(), job.text.into());
                     managed.insert(job.name.clone(), policy);
                 }
                 Target::Scp => {
@@ -360,6 +366,8 @@ impl Bundle {
                 source: source.to_string(),
                 digest,
                 managed,
+                managed_documents,
+                compiled_at: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 exact_resources: exact_resources.into_iter().map(|(arn, (_, p))| (arn, p)).collect(),
                 prefix_resources: prefix_resources.into_iter().map(|(prefix, _, p)| (prefix, p)).collect(),
                 scps,
@@ -374,6 +382,16 @@ impl Bundle {
     /// A managed policy by ARN: the bundle's customer managed policies and AWS managed ones.
     pub fn managed_policy(&self, arn: &str) -> Option<&Arc<Policy>> {
         self.managed.get(arn)
+    }
+
+    /// The document of a managed policy, as its file (or AWS) wrote it.
+    pub fn managed_policy_document(&self, arn: &str) -> Option<&Arc<str>> {
+        self.managed_documents.get(arn)
+    }
+
+    /// The ARNs of every managed policy, customer and AWS managed.
+    pub fn managed_policy_arns(&self) -> impl Iterator<Item = &str> {
+        self.managed.keys().map(String::as_str)
     }
 
     pub fn managed_policy_count(&self) -> usize {

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Address of the Admin API [default: 127.0.0.1:50052]
     #[arg(long, env = "IAMD_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Address of the AWS Query API for the aws CLI and SDKs [default: 127.0.0.1:50053]
+    #[arg(long, env = "IAMD_QUERY_LISTEN", value_name = "ADDR")]
+    query_listen: Option<SocketAddr>,
     /// sled data directory [default: ./iamd-data]
     #[arg(long, env = "IAMD_DATA", value_name = "DIR")]
     data: Option<PathBuf>,
@@ -60,6 +63,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let overrides = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        query_listen: args.query_listen,
         data: args.data,
         bundle: args.bundle,
         account: args.account,

@@ -122,12 +122,14 @@ impl Authenticator {
     /// Authenticates `request` at time `now`. `question` is what the request is used for (the
     /// action and resource decided for it): a signature is refused when it is presented twice
     /// for the same question, so that a service may ask several questions about one request.
+    /// Without a question, replays are accepted as AWS accepts them (the AWS Query API, whose
+    /// clients may send the same signed request twice within a second).
     pub fn authenticate(
         &self,
         directory: &Directory,
         request: &HttpRequest<'_>,
         now: Timestamp,
-        question: &str,
+        question: Option<&str>,
     ) -> Result<Authenticated, AuthError> {
         let signature = sigv4::parse(request)?;
         sigv4::check_time(&signature, now)?;
@@ -162,14 +164,19 @@ impl Authenticator {
         if !cached {
             self.remember_signing_key(&signature.access_key_id, secret, &signature.scope, key);
         }
-        let seen = Sha256::new()
-            .chain_update(signature.signature())
-            .chain_update([0])
-            .chain_update(question)
-            .finalize();
         if signature.presigned_expires.is_none()
+            && let Some(question) = question
             && let Some(replays) = &self.replays
-            && !lock(replays).first_use(seen.into(), signature.valid_until().as_second(), now.as_second())
+            && !lock(replays).first_use(
+                Sha256::new()
+                    .chain_update(signature.signature())
+                    .chain_update([0])
+                    .chain_update(question)
+                    .finalize()
+                    .into(),
+                signature.valid_until().as_second(),
+                now.as_second(),
+            )
         {
             return Err(AuthError::new(
                 ErrorCode::AccessDenied,

@@ -10,6 +10,7 @@ mod keys;
 mod mfa;
 pub mod model;
 mod password;
+mod policies;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,8 @@ use model::{
     AccessKey, Group, LoginProfile, MfaDevice, PasswordPolicy, ResourceTags, Role, StateDocument, Tag, User,
 };
 pub use password::SignIn;
+use policies::StoredPolicy;
+pub use policies::{MAX_VERSIONS, PolicyInfo, PolicySource, Scope};
 use validate::NameKind;
 
 use crate::bundle::Bundle;
@@ -115,6 +118,8 @@ struct State {
     login_profiles: BTreeMap<Key, LoginProfile>,
     /// Password policies by account.
     password_policies: BTreeMap<String, PasswordPolicy>,
+    /// Customer managed policies created through the API, by ARN.
+    managed_policies: BTreeMap<String, StoredPolicy>,
     keyring: Arc<KeyRing>,
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
@@ -132,6 +137,7 @@ impl State {
             mfa_devices: BTreeMap::new(),
             login_profiles: BTreeMap::new(),
             password_policies: BTreeMap::new(),
+            managed_policies: BTreeMap::new(),
             keyring,
             bundle: None,
             directory: Directory::default(),
@@ -290,7 +296,7 @@ impl Iam {
     }
 
     fn managed_policy_exists(state: &State, arn: &str) -> bool {
-        state.bundle.as_ref().is_some_and(|b| b.managed_policy(arn).is_some())
+        policies::managed_policy(state, arn).is_some()
     }
 
     fn check_attachable(state: &State, arn: &str) -> Result<(), IamError> {
@@ -783,6 +789,7 @@ impl Iam {
             mfa_devices: state.mfa_devices.values().cloned().collect(),
             login_profiles: state.login_profiles.values().cloned().collect(),
             password_policies: state.password_policies.values().cloned().collect(),
+            managed_policies: state.managed_policies.values().map(|p| p.record.clone()).collect(),
         }
     }
 
@@ -822,6 +829,7 @@ impl Iam {
             .chain(document.mfa_devices.into_iter().map(Write::PutMfaDevice))
             .chain(document.login_profiles.into_iter().map(Write::PutLoginProfile))
             .chain(document.password_policies.into_iter().map(Write::PutPasswordPolicy))
+            .chain(document.managed_policies.into_iter().map(Write::PutManagedPolicy))
             .collect();
         let stored = self.store.replace_all(&writes);
         if let Err(e) = stored {
@@ -1067,6 +1075,9 @@ fn load_stored(state: &mut State, document: StateDocument) {
     for policy in document.password_policies {
         state.password_policies.insert(policy.account.clone(), policy);
     }
+    for policy in document.managed_policies {
+        state.managed_policies.insert(policy.arn(), StoredPolicy::new(policy));
+    }
 }
 
 /// Fills `state` from an imported document, refusing anything the admin API would refuse.
@@ -1137,6 +1148,19 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
     for policy in document.password_policies {
         accounts(&policy.account)?;
         state.password_policies.insert(policy.account.clone(), policy);
+    }
+    for policy in document.managed_policies {
+        accounts(&policy.account)?;
+        validate::name(NameKind::Policy, &policy.name)?;
+        validate::path(&policy.path)?;
+        let stored = StoredPolicy::new(policy);
+        if stored.compiled.is_none() {
+            return Err(IamError::MalformedPolicyDocument(format!(
+                "the default version of managed policy {} does not compile",
+                stored.record.arn()
+            )));
+        }
+        state.managed_policies.insert(stored.record.arn(), stored);
     }
     Ok(())
 }
@@ -1216,6 +1240,70 @@ fn apply(state: &mut State, write: Write) {
         Write::DeletePasswordPolicy { account } => {
             state.password_policies.remove(&account);
         }
+        Write::PutManagedPolicy(policy) => {
+            let arn = policy.arn();
+            let stored = StoredPolicy::new(policy);
+            match &stored.compiled {
+                Some(compiled) => {
+                    state.directory.managed_policies.insert(arn.as_str().into(), compiled.clone())
+                }
+                None => state.directory.managed_policies.remove(arn.as_str()),
+            };
+            state.managed_policies.insert(arn.clone(), stored);
+            resolve_users_of_policy(state, &arn);
+        }
+        Write::DeleteManagedPolicy { account, name } => {
+            let arn = state
+                .managed_policies
+                .values()
+                .find(|p| p.record.account == account && p.record.name.eq_ignore_ascii_case(&name))
+                .map(|p| p.record.arn());
+            if let Some(arn) = arn {
+                state.managed_policies.remove(&arn);
+                state.directory.managed_policies.remove(arn.as_str());
+                resolve_users_of_policy(state, &arn);
+            }
+        }
+    }
+}
+
+/// Resolves again the users and roles that attach `arn` (themselves or through a group) or
+/// have it as their boundary, after the policy changed.
+fn resolve_users_of_policy(state: &mut State, arn: &str) {
+    let uses = |attached: &[String], boundary: &Option<String>| {
+        attached.iter().any(|a| a == arn) || boundary.as_deref() == Some(arn)
+    };
+    let users: Vec<Key> = state
+        .users
+        .iter()
+        .filter(|(_, u)| {
+            uses(&u.record.attached, &u.record.boundary)
+                || u.record.groups.iter().any(|g| {
+                    state
+                        .groups
+                        .get(&key(&u.record.account, g))
+                        .is_some_and(|g| uses(&g.record.attached, &None))
+                })
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in users {
+        if let Some(user) = state.users.get(&k) {
+            let entry = resolve_user(state, user);
+            state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
+        }
+    }
+    let roles: Vec<Key> = state
+        .roles
+        .iter()
+        .filter(|(_, r)| uses(&r.record.attached, &r.record.boundary))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in roles {
+        if let Some(role) = state.roles.get(&k) {
+            let entry = resolve_role(state, role);
+            state.directory.principals.insert(principal_key(EntityKind::Role, &k.0, &k.1), entry);
+        }
     }
 }
 
@@ -1240,6 +1328,11 @@ fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
     for (id, (_, entry)) in &state.access_keys {
         directory.access_keys.insert(id.as_str().into(), entry.clone());
     }
+    for (arn, stored) in &state.managed_policies {
+        if let Some(compiled) = &stored.compiled {
+            directory.managed_policies.insert(arn.as_str().into(), compiled.clone());
+        }
+    }
     let old_directory = std::mem::replace(&mut state.directory, directory);
     let previous = publish(state, snapshot);
     // Freeing a whole directory (and the previous bundle) takes a while at large sizes: do it
@@ -1260,7 +1353,7 @@ fn publish(state: &mut State, snapshot: &SharedSnapshot) -> Option<Arc<Snapshot>
 /// Looks up attached managed policies, noting any that cannot be found.
 fn attach(state: &State, arns: &[String], policies: &mut Vec<Arc<Policy>>, missing: &mut Vec<String>) {
     for arn in arns {
-        match state.bundle.as_ref().and_then(|b| b.managed_policy(arn)) {
+        match policies::managed_policy(state, arn) {
             Some(policy) => policies.push(policy.clone()),
             None => missing.push(arn.clone()),
         }
@@ -1269,7 +1362,7 @@ fn attach(state: &State, arns: &[String], policies: &mut Vec<Arc<Policy>>, missi
 
 fn boundary(state: &State, arn: Option<&String>, missing: &mut Vec<String>) -> Option<Arc<Policy>> {
     let arn = arn?;
-    let found = state.bundle.as_ref().and_then(|b| b.managed_policy(arn)).cloned();
+    let found = policies::managed_policy(state, arn).cloned();
     if found.is_none() {
         missing.push(arn.clone());
     }
@@ -1279,7 +1372,8 @@ fn boundary(state: &State, arn: Option<&String>, missing: &mut Vec<String>) -> O
 fn unresolved(missing: Vec<String>) -> Option<String> {
     (!missing.is_empty()).then(|| {
         format!(
-            "attached policies missing from the bundle: {}; requests are denied until they are restored",
+            "attached policies missing from the bundle and the store: {}; requests are denied until they \
+             are restored",
             missing.join(", ")
         )
     })

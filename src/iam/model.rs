@@ -69,6 +69,46 @@ pub struct Role {
     pub boundary: Option<String>,
 }
 
+/// A customer managed policy created through the API (those of the bundle are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedPolicy {
+    pub account: String,
+    pub name: String,
+    pub path: String,
+    /// `ANPA` and 17 characters.
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    pub created: String,
+    pub updated: String,
+    /// The version that is in force, such as `v3`.
+    pub default_version: String,
+    /// Up to five versions, oldest first.
+    pub versions: Vec<PolicyVersion>,
+    /// The number of the next version: as in AWS, a deleted version's id is not reused.
+    pub next_version: u32,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+impl ManagedPolicy {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:iam::{}:policy{}{}", self.account, self.path, self.name)
+    }
+
+    pub fn default_document(&self) -> &str {
+        self.versions.iter().find(|v| v.id == self.default_version).map(|v| v.document.as_str()).unwrap_or("")
+    }
+}
+
+/// One version of a managed policy: its document as the caller gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub id: String,
+    pub document: String,
+    pub created: String,
+}
+
 /// Tags on an arbitrary resource, by ARN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceTags {
@@ -213,4 +253,7 @@ pub struct StateDocument {
     pub login_profiles: Vec<LoginProfile>,
     #[serde(default)]
     pub password_policies: Vec<PasswordPolicy>,
+    /// Customer managed policies created through the API.
+    #[serde(default)]
+    pub managed_policies: Vec<ManagedPolicy>,
 }

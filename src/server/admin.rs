@@ -17,9 +17,9 @@ use crate::credentials::sigv4::{AuthError, ErrorCode};
 use crate::credentials::{Authenticated, Caller};
 use crate::eval::Context;
 use crate::iam::model::{
-    AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, Role, StateDocument, User,
+    AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, PolicyVersion, Role, StateDocument, User,
 };
-use crate::iam::{Entity, Iam, IamError};
+use crate::iam::{Entity, Iam, IamError, PolicyInfo, Scope};
 use crate::proto::{self, admin_server::Admin};
 
 pub struct AdminService {
@@ -99,6 +99,8 @@ account_scoped!(
     proto::LoginProfileRequest,
     proto::AccountRequest,
     proto::PasswordPolicy,
+    proto::CreatePolicyRequest,
+    proto::ListPoliciesRequest,
 );
 
 impl AccountScoped for proto::ChangePasswordRequest {
@@ -106,6 +108,27 @@ impl AccountScoped for proto::ChangePasswordRequest {
         None
     }
 }
+
+/// Policies are named by ARN, which names the account.
+macro_rules! not_account_scoped {
+    ($($message:ty),* $(,)?) => {
+        $(impl AccountScoped for $message {
+            fn account_id(&mut self) -> Option<&mut String> {
+                None
+            }
+        })*
+    };
+}
+
+not_account_scoped!(
+    proto::SimulatePrincipalPolicyRequest,
+    proto::SimulateCustomPolicyRequest,
+    proto::PolicyArnRequest,
+    proto::CreatePolicyVersionRequest,
+    proto::PolicyVersionRequest,
+    proto::PolicyTagRequest,
+    proto::PolicyUntagRequest,
+);
 
 impl AccountScoped for proto::Empty {
     fn account_id(&mut self) -> Option<&mut String> {
@@ -329,7 +352,7 @@ impl Core {
     }
 }
 
-fn user(u: &User) -> proto::User {
+pub(super) fn user(u: &User) -> proto::User {
     proto::User {
         user_name: u.name.clone(),
         user_id: u.id.clone(),
@@ -394,6 +417,32 @@ fn key_owner(caller: Option<&Authenticated>, user_name: &str) -> Result<Option<S
             ))),
         },
         None => Ok(None),
+    }
+}
+
+fn managed_policy(p: &PolicyInfo) -> proto::ManagedPolicy {
+    proto::ManagedPolicy {
+        policy_name: p.name.clone(),
+        policy_id: p.id.clone(),
+        arn: p.arn.clone(),
+        path: p.path.clone(),
+        default_version_id: p.default_version.clone(),
+        attachment_count: p.attachment_count as u32,
+        permissions_boundary_usage_count: p.boundary_usage_count as u32,
+        is_attachable: true,
+        description: p.description.clone(),
+        create_date: p.created.clone(),
+        update_date: p.updated.clone(),
+        tags: proto_tags(&p.tags),
+    }
+}
+
+fn policy_version(v: &PolicyVersion, is_default: bool) -> proto::PolicyVersion {
+    proto::PolicyVersion {
+        document: v.document.clone(),
+        version_id: v.id.clone(),
+        is_default_version: is_default,
+        create_date: v.created.clone(),
     }
 }
 
@@ -1443,6 +1492,212 @@ impl Admin for AdminService {
         })
         .await?;
         Ok(empty())
+    }
+
+    async fn create_policy(
+        &self,
+        r: Request<proto::CreatePolicyRequest>,
+    ) -> Result<Response<proto::ManagedPolicy>, Status> {
+        let (caller, r) = split(r);
+        let account = if r.account_id.is_empty() { self.core.iam.default_account() } else { &r.account_id };
+        let path = if r.path.is_empty() { "/" } else { &r.path };
+        let arn = format!("arn:aws:iam::{account}:policy{path}{}", r.policy_name);
+        let created = self
+            .run(caller, Call::iam("CreatePolicy", Target::Arn(arn)).with_tags(&r.tags), move |iam| {
+                iam.create_policy(
+                    &r.account_id,
+                    &r.policy_name,
+                    &r.path,
+                    &r.policy_document,
+                    &r.description,
+                    &tags(&r.tags),
+                )
+            })
+            .await?;
+        Ok(Response::new(managed_policy(&created)))
+    }
+
+    async fn get_policy(
+        &self,
+        r: Request<proto::PolicyArnRequest>,
+    ) -> Result<Response<proto::ManagedPolicy>, Status> {
+        let (caller, r) = split(r);
+        let found = self
+            .run(caller, Call::iam("GetPolicy", Target::Arn(r.policy_arn.clone())), move |iam| {
+                iam.get_policy(&r.policy_arn)
+            })
+            .await?;
+        Ok(Response::new(managed_policy(&found)))
+    }
+
+    async fn list_policies(
+        &self,
+        r: Request<proto::ListPoliciesRequest>,
+    ) -> Result<Response<proto::ListPoliciesResponse>, Status> {
+        let (caller, r) = split(r);
+        let scope = match r.scope.as_str() {
+            "" | "All" => Scope::All,
+            "AWS" => Scope::Aws,
+            "Local" => Scope::Local,
+            other => {
+                return Err(iam_status(IamError::InvalidInput(format!(
+                    "scope `{other}` is not one of All, AWS and Local"
+                ))));
+            }
+        };
+        let found = self
+            .run(caller, Call::iam("ListPolicies", Target::Account), move |iam| {
+                iam.list_policies(&r.account_id, scope, r.only_attached, &r.path_prefix)
+            })
+            .await?;
+        Ok(Response::new(proto::ListPoliciesResponse {
+            policies: found.iter().map(managed_policy).collect(),
+        }))
+    }
+
+    async fn delete_policy(
+        &self,
+        r: Request<proto::PolicyArnRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        self.run(caller, Call::iam("DeletePolicy", Target::Arn(r.policy_arn.clone())), move |iam| {
+            iam.delete_policy(&r.policy_arn)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn create_policy_version(
+        &self,
+        r: Request<proto::CreatePolicyVersionRequest>,
+    ) -> Result<Response<proto::PolicyVersion>, Status> {
+        let (caller, r) = split(r);
+        let set_as_default = r.set_as_default;
+        let created = self
+            .run(caller, Call::iam("CreatePolicyVersion", Target::Arn(r.policy_arn.clone())), move |iam| {
+                iam.create_policy_version(&r.policy_arn, &r.policy_document, r.set_as_default)
+            })
+            .await?;
+        Ok(Response::new(policy_version(&created, set_as_default)))
+    }
+
+    async fn get_policy_version(
+        &self,
+        r: Request<proto::PolicyVersionRequest>,
+    ) -> Result<Response<proto::PolicyVersion>, Status> {
+        let (caller, r) = split(r);
+        let (version, is_default) = self
+            .run(caller, Call::iam("GetPolicyVersion", Target::Arn(r.policy_arn.clone())), move |iam| {
+                iam.get_policy_version(&r.policy_arn, &r.version_id)
+            })
+            .await?;
+        Ok(Response::new(policy_version(&version, is_default)))
+    }
+
+    async fn list_policy_versions(
+        &self,
+        r: Request<proto::PolicyArnRequest>,
+    ) -> Result<Response<proto::ListPolicyVersionsResponse>, Status> {
+        let (caller, r) = split(r);
+        let versions = self
+            .run(caller, Call::iam("ListPolicyVersions", Target::Arn(r.policy_arn.clone())), move |iam| {
+                iam.list_policy_versions(&r.policy_arn)
+            })
+            .await?;
+        Ok(Response::new(proto::ListPolicyVersionsResponse {
+            versions: versions.iter().map(|(v, is_default)| policy_version(v, *is_default)).collect(),
+        }))
+    }
+
+    async fn delete_policy_version(
+        &self,
+        r: Request<proto::PolicyVersionRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        self.run(caller, Call::iam("DeletePolicyVersion", Target::Arn(r.policy_arn.clone())), move |iam| {
+            iam.delete_policy_version(&r.policy_arn, &r.version_id)
+        })
+        .await?;
+        Ok(empty())
+    }
+
+    async fn set_default_policy_version(
+        &self,
+        r: Request<proto::PolicyVersionRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("SetDefaultPolicyVersion", Target::Arn(r.policy_arn.clone())),
+            move |iam| iam.set_default_policy_version(&r.policy_arn, &r.version_id),
+        )
+        .await?;
+        Ok(empty())
+    }
+
+    async fn tag_policy(
+        &self,
+        r: Request<proto::PolicyTagRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("TagPolicy", Target::Arn(r.policy_arn.clone())).with_tags(&r.tags),
+            move |iam| iam.tag_policy(&r.policy_arn, &tags(&r.tags)),
+        )
+        .await?;
+        Ok(empty())
+    }
+
+    async fn untag_policy(
+        &self,
+        r: Request<proto::PolicyUntagRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let (caller, r) = split(r);
+        self.run(
+            caller,
+            Call::iam("UntagPolicy", Target::Arn(r.policy_arn.clone())).with_tag_keys(&r.tag_keys),
+            move |iam| iam.untag_policy(&r.policy_arn, &r.tag_keys),
+        )
+        .await?;
+        Ok(empty())
+    }
+
+    async fn list_policy_tags(
+        &self,
+        r: Request<proto::PolicyArnRequest>,
+    ) -> Result<Response<proto::Tags>, Status> {
+        let (caller, r) = split(r);
+        let found = self
+            .run(caller, Call::iam("ListPolicyTags", Target::Arn(r.policy_arn.clone())), move |iam| {
+                iam.get_policy(&r.policy_arn)
+            })
+            .await?;
+        Ok(Response::new(proto::Tags { tags: proto_tags(&found.tags) }))
+    }
+
+    async fn simulate_principal_policy(
+        &self,
+        r: Request<proto::SimulatePrincipalPolicyRequest>,
+    ) -> Result<Response<proto::SimulatePrincipalPolicyResponse>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Arn(r.policy_source_arn.clone());
+        self.run(caller, Call::iam("SimulatePrincipalPolicy", target), |_| Ok(())).await?;
+        self.core.simulate_principal(r).map(Response::new)
+    }
+
+    async fn simulate_custom_policy(
+        &self,
+        r: Request<proto::SimulateCustomPolicyRequest>,
+    ) -> Result<Response<proto::SimulatePrincipalPolicyResponse>, Status> {
+        let (caller, mut r) = split(r);
+        if r.caller_arn.is_empty()
+            && let Some(caller) = &caller
+        {
+            r.caller_arn = caller.principal_arn();
+        }
+        self.run(caller, Call::iam("SimulateCustomPolicy", Target::Account), |_| Ok(())).await?;
+        self.core.simulate_custom(r).map(Response::new)
     }
 
     async fn reload(&self, r: Request<proto::Empty>) -> Result<Response<proto::ReloadResponse>, Status> {

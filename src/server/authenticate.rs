@@ -118,7 +118,7 @@ where
 
 /// The request's headers as text, with `host` from the `:authority`. A header value that is
 /// not visible ASCII is refused rather than dropped: dropping it could hide an unsigned value.
-fn headers(parts: &http::request::Parts) -> Result<Vec<(String, String)>, AuthError> {
+pub(super) fn headers(parts: &http::request::Parts) -> Result<Vec<(String, String)>, AuthError> {
     let mut headers = Vec::with_capacity(parts.headers.len() + 1);
     for (name, value) in &parts.headers {
         let value = value.to_str().map_err(|_| {
@@ -191,6 +191,6 @@ fn authenticate(
         &snapshot.directory,
         &http_request(parts, headers, body),
         jiff::Timestamp::now(),
-        parts.uri.path(),
+        Some(parts.uri.path()),
     )
 }

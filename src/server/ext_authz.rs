@@ -293,7 +293,7 @@ impl Core {
             let question = format!("{action}\n{resource}");
             return self
                 .authenticator
-                .authenticate(&snapshot.directory, &request, now, &question)
+                .authenticate(&snapshot.directory, &request, now, Some(&question))
                 .map(Identity::Signed);
         }
         if let Some(token) = authorization.strip_prefix("Bearer ") {

@@ -9,6 +9,7 @@ mod authorizer;
 mod console;
 mod convert;
 mod ext_authz;
+mod query;
 mod request_id;
 mod sts;
 
@@ -50,6 +51,8 @@ pub enum ServeError {
     Audit(std::io::Error),
     #[error("cannot watch the bundle `{path}`: {message}")]
     Watch { path: String, message: String },
+    #[error("the Query API server failed: {0}")]
+    Query(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection could not be built: {0}")]
@@ -197,7 +200,7 @@ impl Core {
             headers: &headers,
             payload,
         };
-        self.authenticator.authenticate(&snapshot.directory, &http, now, question)
+        self.authenticator.authenticate(&snapshot.directory, &http, now, Some(question))
     }
 
     /// The deny for a request that could not be authenticated, audited with its error code.
@@ -322,7 +325,9 @@ impl Core {
             bundle_revision: snapshot.as_ref().map(|s| s.bundle.revision.clone()).unwrap_or_default(),
             store_generation: snapshot.as_ref().map_or(0, |s| s.generation),
             principals: (counts.users + counts.roles) as u64,
-            managed_policies: snapshot.as_ref().map_or(0, |s| s.bundle.managed_policy_count() as u64),
+            managed_policies: snapshot
+                .as_ref()
+                .map_or(0, |s| (s.bundle.managed_policy_count() + s.directory.managed_policies.len()) as u64),
             reloads_succeeded: self.reloads_succeeded.load(Ordering::Relaxed),
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
             last_reload_errors: self.last_reload_errors.lock().map(|e| e.clone()).unwrap_or_default(),
@@ -394,6 +399,7 @@ fn set_lock<T>(lock: &Mutex<T>, value: T) {
 pub struct Bound {
     pub authorizer: SocketAddr,
     pub admin: SocketAddr,
+    pub query: SocketAddr,
 }
 
 /// Accepted connections with Nagle's algorithm off: a decision is one small response, and
@@ -514,6 +520,7 @@ pub async fn run(
         .build_v1()?;
     let (authorizer_listener, authorizer_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
+    let (query_listener, query_addr) = bind(config.query_listen).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -545,18 +552,20 @@ pub async fn run(
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
-        .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx));
+        .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx.clone()));
+    let query_server = query::serve(query_listener, core.clone(), config.concurrency, stopped(stop_rx));
 
     tracing::info!(
         authorizer = %authorizer_addr,
         admin = %admin_addr,
+        query = %query_addr,
         data = %config.data.display(),
         bundle = %source.describe(),
         startup_ms = started.elapsed().as_millis() as u64,
         "iamd is serving"
     );
-    ready(Bound { authorizer: authorizer_addr, admin: admin_addr });
-    let (a, b) = tokio::join!(authorizer_server, admin_server);
+    ready(Bound { authorizer: authorizer_addr, admin: admin_addr, query: query_addr });
+    let (a, b, c) = tokio::join!(authorizer_server, admin_server, query_server);
     // Flush whatever happened to the servers.
     tracing::info!("stopping: flushing the audit log and the store");
     core.audit.flush();
@@ -564,6 +573,7 @@ pub async fn run(
     core.iam.flush()?;
     a?;
     b?;
+    c.map_err(ServeError::Query)?;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ pub struct RequestId<S> {
 }
 
 /// A process-unique id: a random prefix fixed at start and a counter.
-fn next_id() -> String {
+pub(super) fn next_id() -> String {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {

@@ -18,6 +18,8 @@ pub struct Sidecar {
     pub child: Child,
     pub authorizer: SocketAddr,
     pub admin: SocketAddr,
+    /// The AWS Query API (the endpoint the aws CLI and boto3 are pointed at).
+    pub query: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The root's access key, written at the data directory's first start.
     pub root: SigningCredentials,
@@ -34,7 +36,8 @@ impl Sidecar {
     pub fn start(data: &Path, bundle: Option<&Path>, extra: &[&str]) -> Sidecar {
         let mut command = Command::new(env!("CARGO_BIN_EXE_iamd"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--query-listen", "127.0.0.1:0", "--data"])
             .arg(data.join("store"))
             .arg("--master-key-file")
             .arg(data.join("master.keys"))
@@ -63,10 +66,16 @@ impl Sidecar {
         });
         let authorizer = address_after(&line, "authorizer=").expect("authorizer address in the log");
         let admin = address_after(&line, "admin=").expect("admin address in the log");
+        let query = address_after(&line, "query=").expect("query API address in the log");
         let root =
             std::fs::read_to_string(data.join("root.env")).expect("the root's credentials were written");
         let root = iamd::client::credentials_from_file(&root).expect("the credentials file holds a key");
-        Sidecar { child, authorizer, admin, log, root }
+        Sidecar { child, authorizer, admin, query, log, root }
+    }
+
+    /// The URL to give the aws CLI and boto3 as `--endpoint-url`.
+    pub fn query_url(&self) -> String {
+        format!("http://{}", self.query)
     }
 
     pub async fn authorizer(&self) -> AuthorizerClient<Channel> {

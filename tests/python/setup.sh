@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/python
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import botocore, pyotp, jwt, cryptography, envoy" 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import botocore, boto3, awscli, pyotp, jwt, cryptography, envoy" 2>/dev/null; then
     exit 0
 fi
 mkdir -p target

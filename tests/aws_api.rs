@@ -1,0 +1,316 @@
+//! The AWS Query API end to end, driven by the real clients: the aws CLI manages users, roles and
+//! policies and assumes a role, and shows iamd's errors as AWS's own; boto3 pages through lists
+//! and runs an STS session. The session's credentials then sign requests that Authorize decides.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{Sidecar, botocore_sign, run_python, temp_dir};
+use iamd::credentials::sigv4::SigningCredentials;
+use iamd::proto::{self, Decision};
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "111122223333";
+
+/// Who the CLI signs as: keys in its environment, or a profile of its credentials file.
+enum As<'a> {
+    Keys(&'a SigningCredentials),
+    Profile(&'a str),
+}
+
+/// The aws CLI pointed at one sidecar. Its environment is cleared and its home is a directory of
+/// its own, so that no AWS configuration of the machine (keys, profiles, instance metadata, a
+/// pager) reaches it.
+struct Cli {
+    endpoint: String,
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(sidecar: &Sidecar) -> Cli {
+        Cli { endpoint: sidecar.query_url(), home: temp_dir() }
+    }
+
+    fn credentials_file(&self) -> PathBuf {
+        self.home.path().join("credentials")
+    }
+
+    /// Adds profile `name` to the shared credentials file, as `aws configure` would.
+    fn add_profile(&self, name: &str, credentials: &SigningCredentials) {
+        let mut section = format!(
+            "[{name}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            credentials.access_key_id, credentials.secret_access_key
+        );
+        if let Some(token) = &credentials.session_token {
+            section.push_str(&format!("aws_session_token = {token}\n"));
+        }
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.credentials_file()).unwrap();
+        file.write_all(section.as_bytes()).unwrap();
+    }
+
+    /// Runs `aws ARGS` with one attempt: a retried call could hide a failure.
+    fn run(&self, who: &As<'_>, args: &[&str]) -> Output {
+        let home = self.home.path();
+        let mut command = Command::new(common::python());
+        command
+            .args(["-m", "awscli"])
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint, "--output", "json"])
+            .env_clear()
+            .env("HOME", home)
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.credentials_file())
+            .env("AWS_CONFIG_FILE", home.join("config"))
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_RETRY_MODE", "standard")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_PAGER", "");
+        match who {
+            As::Keys(credentials) => {
+                command
+                    .env("AWS_ACCESS_KEY_ID", &credentials.access_key_id)
+                    .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_access_key);
+                if let Some(token) = &credentials.session_token {
+                    command.env("AWS_SESSION_TOKEN", token);
+                }
+            }
+            As::Profile(name) => {
+                command.args(["--profile", name]);
+            }
+        }
+        command.output().expect("the aws CLI runs")
+    }
+
+    /// Runs a command that must succeed; returns its JSON output (`null` for a command that
+    /// prints nothing, such as put-user-policy).
+    fn ok(&self, who: &As<'_>, args: &[&str]) -> Value {
+        let output = self.run(who, args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "aws {} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if stdout.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("aws {}: {e}: {stdout}", args.join(" ")))
+    }
+
+    /// Runs a command that must fail with the AWS error `code`; returns what the CLI printed,
+    /// `An error occurred (CODE) when calling the OPERATION operation ...: MESSAGE`.
+    fn fails(&self, who: &As<'_>, args: &[&str], code: &str) -> String {
+        let output = self.run(who, args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        // awscli v1 exits with 255 on a service error (v2 with 254).
+        assert!(
+            output.status.code() == Some(255) && stderr.contains(&format!("An error occurred ({code})")),
+            "aws {} should fail with {code} ({}):\nstdout: {}\nstderr: {stderr}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        );
+        stderr
+    }
+}
+
+/// The credentials in a CLI response: the `AccessKey` of create-access-key or the
+/// `Credentials` of assume-role.
+fn credentials(keys: &Value) -> SigningCredentials {
+    let field = |name: &str| keys[name].as_str().unwrap_or_else(|| panic!("no {name} in {keys}")).to_string();
+    SigningCredentials {
+        access_key_id: field("AccessKeyId"),
+        secret_access_key: field("SecretAccessKey"),
+        session_token: keys["SessionToken"].as_str().map(str::to_string),
+    }
+}
+
+/// A policy document allowing `action` on `resource`.
+fn allow(action: &str, resource: &str) -> String {
+    let statement = json!({"Effect": "Allow", "Action": action, "Resource": resource});
+    json!({"Version": "2012-10-17", "Statement": [statement]}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_manages_identities_and_assumes_a_role() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &[]);
+    let cli = Cli::new(&sidecar);
+    let root = As::Keys(&sidecar.root);
+    let alice_arn = format!("arn:aws:iam::{ACCOUNT}:user/alice");
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/reader");
+
+    let user = cli.ok(&root, &["iam", "create-user", "--user-name", "alice"]);
+    assert_eq!(
+        (&user["User"]["UserName"], &user["User"]["Arn"]),
+        (&json!("alice"), &json!(alice_arn)),
+        "{user}"
+    );
+    let key = cli.ok(&root, &["iam", "create-access-key", "--user-name", "alice"]);
+    let alice = credentials(&key["AccessKey"]);
+    assert!(alice.access_key_id.starts_with("AKIA") && alice.secret_access_key.len() == 40, "{key}");
+    let assume = allow("sts:AssumeRole", &role_arn);
+    cli.ok(
+        &root,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "alice",
+            "--policy-name",
+            "assume",
+            "--policy-document",
+            &assume,
+        ],
+    );
+    // A managed policy of the embedded sample bundle.
+    let reports = format!("arn:aws:iam::{ACCOUNT}:policy/ReportsReadOnly");
+    cli.ok(&root, &["iam", "attach-user-policy", "--user-name", "alice", "--policy-arn", &reports]);
+    let attached = cli.ok(&root, &["iam", "list-attached-user-policies", "--user-name", "alice"]);
+    assert_eq!(
+        attached["AttachedPolicies"],
+        json!([{"PolicyName": "ReportsReadOnly", "PolicyArn": reports}]),
+        "{attached}"
+    );
+
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": alice_arn}, "Action": "sts:AssumeRole"}]})
+    .to_string();
+    let role = cli
+        .ok(&root, &["iam", "create-role", "--role-name", "reader", "--assume-role-policy-document", &trust]);
+    assert_eq!(role["Role"]["Arn"], json!(role_arn), "{role}");
+    let read = allow("s3:GetObject", "arn:aws:s3:::reports/*");
+    cli.ok(
+        &root,
+        &[
+            "iam",
+            "put-role-policy",
+            "--role-name",
+            "reader",
+            "--policy-name",
+            "read",
+            "--policy-document",
+            &read,
+        ],
+    );
+
+    cli.add_profile("alice", &alice);
+    let assumed = cli.ok(
+        &As::Profile("alice"),
+        &["sts", "assume-role", "--role-arn", &role_arn, "--role-session-name", "s1"],
+    );
+    let session_arn = format!("arn:aws:sts::{ACCOUNT}:assumed-role/reader/s1");
+    assert_eq!(assumed["AssumedRoleUser"]["Arn"], json!(session_arn), "{assumed}");
+    let session = credentials(&assumed["Credentials"]);
+    assert!(session.access_key_id.starts_with("ASIA") && session.session_token.is_some(), "{assumed}");
+    cli.add_profile("session", &session);
+    let caller = cli.ok(&As::Profile("session"), &["sts", "get-caller-identity"]);
+    assert_eq!((&caller["Arn"], &caller["Account"]), (&json!(session_arn), &json!(ACCOUNT)), "{caller}");
+    let caller = cli.ok(&As::Profile("alice"), &["sts", "get-caller-identity"]);
+    assert_eq!(caller["Arn"], json!(alice_arn), "{caller}");
+
+    // The session signs requests as the role: its policy allows reading the reports, not writing.
+    let object = "https://reports.s3.amazonaws.com/q1.csv";
+    let signed = botocore_sign(
+        &session,
+        json!([
+            {"name": "get", "method": "GET", "url": object, "service": "s3", "region": "us-east-1"},
+            {"name": "put", "method": "PUT", "url": object, "body": "a,b\n",
+             "service": "s3", "region": "us-east-1"},
+        ]),
+    );
+    let mut authorizer = sidecar.authorizer().await;
+    for (name, action, decision) in
+        [("get", "s3:GetObject", Decision::Allow), ("put", "s3:PutObject", Decision::ImplicitDeny)]
+    {
+        let response = authorizer
+            .authorize(proto::AuthorizeRequest {
+                action: action.into(),
+                resource: "arn:aws:s3:::reports/q1.csv".into(),
+                signed_request: Some(signed[name].clone()),
+                explain: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(Decision::try_from(response.decision).unwrap(), decision, "{name}: {response:?}");
+        assert!(response.authentication_error.is_none(), "{name}: {response:?}");
+        assert_eq!(response.principal, session_arn, "{name}: {response:?}");
+    }
+}
+
+#[test]
+fn the_aws_cli_shows_aws_errors() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &[]);
+    let cli = Cli::new(&sidecar);
+    let root = As::Keys(&sidecar.root);
+
+    let missing = cli.fails(&root, &["iam", "get-user", "--user-name", "nobody"], "NoSuchEntity");
+    assert!(missing.contains("the GetUser operation") && missing.contains("nobody"), "{missing}");
+    cli.ok(&root, &["iam", "create-user", "--user-name", "alice"]);
+    cli.fails(&root, &["iam", "create-user", "--user-name", "alice"], "EntityAlreadyExists");
+    let no_resource = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject"}]}"#;
+    cli.fails(
+        &root,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "alice",
+            "--policy-name",
+            "read",
+            "--policy-document",
+            no_resource,
+        ],
+        "MalformedPolicyDocument",
+    );
+
+    // alice's key authenticates her, but no policy lets her manage IAM.
+    let alice =
+        credentials(&cli.ok(&root, &["iam", "create-access-key", "--user-name", "alice"])["AccessKey"]);
+    let denied =
+        cli.fails(&As::Keys(&alice), &["iam", "create-user", "--user-name", "mallory"], "AccessDenied");
+    let expected =
+        format!("User: arn:aws:iam::{ACCOUNT}:user/alice is not authorized to perform: iam:CreateUser");
+    assert!(denied.contains(&expected), "{denied}");
+    cli.fails(&root, &["iam", "get-user", "--user-name", "mallory"], "NoSuchEntity");
+
+    let wrong_secret = SigningCredentials { secret_access_key: "0".repeat(40), ..sidecar.root.clone() };
+    cli.fails(&As::Keys(&wrong_secret), &["iam", "list-users"], "SignatureDoesNotMatch");
+    let unknown_key = SigningCredentials { access_key_id: "AKIAIOSFODNN7EXAMPLE".into(), ..wrong_secret };
+    cli.fails(&As::Keys(&unknown_key), &["sts", "get-caller-identity"], "InvalidClientTokenId");
+}
+
+#[test]
+fn boto3_paginates_and_runs_the_sts_session_flow() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &[]);
+    let input = json!({
+        "endpoint_url": sidecar.query_url(),
+        "credentials": {
+            "access_key_id": sidecar.root.access_key_id,
+            "secret_access_key": sidecar.root.secret_access_key,
+        },
+    });
+    let lines = run_python("boto3_flow.py", &input.to_string());
+    let [line] = lines.as_slice() else { panic!("boto3_flow.py prints one line: {lines:#?}") };
+    let result: Value = serde_json::from_str(line).unwrap();
+
+    // 25 users in pages of 10, in order, with the markers boto3's paginator follows.
+    let names: Vec<String> = (0..25).map(|n| format!("page-user-{n:02}")).collect();
+    assert_eq!((&result["pages"], &result["names"]), (&json!(3), &json!(names)), "{result}");
+    assert_eq!((&result["version"], &result["default_version"]), (&json!("v2"), &json!("v2")), "{result}");
+    let local = result["local_policies"].as_array();
+    assert!(local.is_some_and(|names| names.contains(&json!("boto-read"))), "{result}");
+    let session_arn = format!("arn:aws:sts::{ACCOUNT}:assumed-role/flow-role/boto");
+    assert_eq!(result["caller_arn"], json!(session_arn), "{result}");
+    assert_eq!(result["missing_role_error"], "NoSuchEntity", "{result}");
+}
