@@ -314,3 +314,166 @@ fn boto3_paginates_and_runs_the_sts_session_flow() {
     assert_eq!(result["caller_arn"], json!(session_arn), "{result}");
     assert_eq!(result["missing_role_error"], "NoSuchEntity", "{result}");
 }
+
+/// Asks the Authorizer whether the stored `principal` may do `action` on `resource`.
+async fn decide(sidecar: &Sidecar, principal: &str, action: &str, resource: &str) -> Decision {
+    let response = sidecar
+        .authorizer()
+        .await
+        .authorize(proto::AuthorizeRequest {
+            principal: principal.into(),
+            action: action.into(),
+            resource: resource.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Decision::try_from(response.decision).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_policies_created_with_the_cli_decide_and_survive_a_restart() {
+    let data = temp_dir();
+    let mut sidecar = Sidecar::start(data.path(), None, &[]);
+    let cli = Cli::new(&sidecar);
+    let root_keys = sidecar.root.clone();
+    let root = As::Keys(&root_keys);
+    let bob = format!("arn:aws:iam::{ACCOUNT}:user/bob");
+    let object = "arn:aws:s3:::reports/q1.csv";
+
+    let created = cli.ok(
+        &root,
+        &[
+            "iam",
+            "create-policy",
+            "--policy-name",
+            "reports-access",
+            "--path",
+            "/teams/",
+            "--policy-document",
+            &allow("s3:GetObject", "arn:aws:s3:::reports/*"),
+        ],
+    );
+    let policy_arn = format!("arn:aws:iam::{ACCOUNT}:policy/teams/reports-access");
+    assert_eq!(
+        (&created["Policy"]["Arn"], &created["Policy"]["DefaultVersionId"]),
+        (&json!(policy_arn), &json!("v1")),
+        "{created}"
+    );
+    cli.ok(&root, &["iam", "create-user", "--user-name", "bob"]);
+    cli.ok(&root, &["iam", "attach-user-policy", "--user-name", "bob", "--policy-arn", &policy_arn]);
+    assert_eq!(decide(&sidecar, &bob, "s3:GetObject", object).await, Decision::Allow);
+    assert_eq!(decide(&sidecar, &bob, "s3:PutObject", object).await, Decision::ImplicitDeny);
+
+    // A new default version takes effect at once for every principal it is attached to.
+    let version = cli.ok(
+        &root,
+        &[
+            "iam",
+            "create-policy-version",
+            "--policy-arn",
+            &policy_arn,
+            "--policy-document",
+            &allow("s3:PutObject", "arn:aws:s3:::reports/*"),
+            "--set-as-default",
+        ],
+    );
+    assert_eq!(version["PolicyVersion"]["VersionId"], json!("v2"), "{version}");
+    assert_eq!(decide(&sidecar, &bob, "s3:GetObject", object).await, Decision::ImplicitDeny);
+    assert_eq!(decide(&sidecar, &bob, "s3:PutObject", object).await, Decision::Allow);
+    let document =
+        cli.ok(&root, &["iam", "get-policy-version", "--policy-arn", &policy_arn, "--version-id", "v1"]);
+    assert_eq!(
+        document["PolicyVersion"]["Document"]["Statement"][0]["Action"],
+        json!("s3:GetObject"),
+        "{document}"
+    );
+
+    let simulated = cli.ok(
+        &root,
+        &[
+            "iam",
+            "simulate-principal-policy",
+            "--policy-source-arn",
+            &bob,
+            "--action-names",
+            "s3:GetObject",
+            "s3:PutObject",
+            "--resource-arns",
+            object,
+        ],
+    );
+    let results = &simulated["EvaluationResults"];
+    assert_eq!(
+        (&results[0]["EvalDecision"], &results[1]["EvalDecision"]),
+        (&json!("implicitDeny"), &json!("allowed")),
+        "{simulated}"
+    );
+    assert_eq!(results[1]["MatchedStatements"][0]["SourcePolicyId"], json!(policy_arn), "{simulated}");
+    let custom = cli.ok(
+        &root,
+        &[
+            "iam",
+            "simulate-custom-policy",
+            "--policy-input-list",
+            &allow("s3:List*", "*"),
+            "--action-names",
+            "s3:ListBucket",
+            "s3:GetObject",
+        ],
+    );
+    let results = &custom["EvaluationResults"];
+    assert_eq!(
+        (&results[0]["EvalDecision"], &results[1]["EvalDecision"]),
+        (&json!("allowed"), &json!("implicitDeny")),
+        "{custom}"
+    );
+
+    // AWS's rules on deleting, and the bundle's policies are the bundle's.
+    cli.fails(&root, &["iam", "delete-policy", "--policy-arn", &policy_arn], "DeleteConflict");
+    cli.fails(
+        &root,
+        &["iam", "delete-policy-version", "--policy-arn", &policy_arn, "--version-id", "v2"],
+        "DeleteConflict",
+    );
+    let taken = cli.fails(
+        &root,
+        &[
+            "iam",
+            "create-policy",
+            "--policy-name",
+            "ReportsReadOnly",
+            "--policy-document",
+            &allow("s3:*", "*"),
+        ],
+        "EntityAlreadyExists",
+    );
+    assert!(taken.contains("bundle"), "{taken}");
+    let reports = format!("arn:aws:iam::{ACCOUNT}:policy/ReportsReadOnly");
+    let bundled =
+        cli.ok(&root, &["iam", "get-policy-version", "--policy-arn", &reports, "--version-id", "v1"]);
+    assert_eq!(
+        bundled["PolicyVersion"]["Document"]["Statement"][0]["Sid"],
+        json!("ListOwnPrefix"),
+        "{bundled}"
+    );
+    cli.fails(
+        &root,
+        &["iam", "create-policy-version", "--policy-arn", &reports, "--policy-document", &allow("s3:*", "*")],
+        "InvalidInput",
+    );
+    let unsupported = cli.fails(&root, &["iam", "list-instance-profiles"], "InvalidAction");
+    assert!(unsupported.contains("ListInstanceProfiles"), "{unsupported}");
+
+    // What was acknowledged is on disk: a restarted iamd decides the same.
+    sidecar.signal("TERM");
+    sidecar.wait_exit(std::time::Duration::from_secs(10)).expect("iamd stops after SIGTERM");
+    let sidecar = Sidecar::start(data.path(), None, &[]);
+    let cli = Cli::new(&sidecar);
+    assert_eq!(decide(&sidecar, &bob, "s3:PutObject", object).await, Decision::Allow);
+    let listed = cli.ok(&root, &["iam", "list-policies", "--scope", "Local", "--only-attached"]);
+    assert_eq!(listed["Policies"][0]["Arn"], json!(policy_arn), "{listed}");
+    assert_eq!(listed["Policies"][0]["DefaultVersionId"], json!("v2"), "{listed}");
+    assert_eq!(listed["Policies"][0]["AttachmentCount"], json!(1), "{listed}");
+}

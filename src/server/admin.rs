@@ -1691,10 +1691,13 @@ impl Admin for AdminService {
         r: Request<proto::SimulateCustomPolicyRequest>,
     ) -> Result<Response<proto::SimulatePrincipalPolicyResponse>, Status> {
         let (caller, mut r) = split(r);
+        // Only the given policies decide, as in AWS: without a caller ARN the simulated caller
+        // is an IAM user of the caller's account (never the caller, whose own identity, a root
+        // say, would decide instead of the policies).
         if r.caller_arn.is_empty()
             && let Some(caller) = &caller
         {
-            r.caller_arn = caller.principal_arn();
+            r.caller_arn = format!("arn:aws:iam::{}:user/SimulatedCaller", caller.account());
         }
         self.run(caller, Call::iam("SimulateCustomPolicy", Target::Account), |_| Ok(())).await?;
         self.core.simulate_custom(r).map(Response::new)

@@ -167,9 +167,18 @@ impl Core {
         }
         let resources = self.simulation_size(&request.action_names, request.resource_arns)?;
         let context = convert::context(request.context).map_err(convert::invalid_argument)?;
-        let principal = Principal::parse(&request.caller_arn).map_err(|e| {
-            convert::invalid_argument(InvalidField { field: "caller_arn", message: e.to_string() })
-        })?;
+        let principal = Principal::parse(&request.caller_arn)
+            .ok()
+            .filter(|_| request.caller_arn.contains(":user/"))
+            .ok_or_else(|| {
+                convert::invalid_argument(InvalidField {
+                    field: "caller_arn",
+                    message: format!(
+                        "`{}` is not the ARN of an IAM user, which AWS requires",
+                        request.caller_arn
+                    ),
+                })
+            })?;
         let policies = PolicySet {
             identity: &identity,
             permissions_boundary: boundaries.first().map(|b| b.as_ref()),

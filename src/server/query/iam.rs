@@ -224,6 +224,11 @@ pub(super) async fn call(
                 let found = admin.get_user(request(c, entity(name))).await?.into_inner();
                 xml.element("User", |x| user(x, &found));
             }
+            None if !c.is_root() => {
+                return Err(QueryError::validation(
+                    "Must specify userName when calling with non-User credentials".into(),
+                ));
+            }
             // The root asking about itself, as AWS answers it.
             None => {
                 let account = c.account().to_string();
@@ -809,9 +814,122 @@ pub(super) async fn call(
             });
             page.write_marker(&mut xml);
         }
+        "SimulatePrincipalPolicy" => {
+            refuse_unsupported(
+                p,
+                &["PolicyInputList", "PermissionsBoundaryPolicyInputList", "ResourcePolicy"],
+            )?;
+            let simulated = admin
+                .simulate_principal_policy(request(
+                    c,
+                    proto::SimulatePrincipalPolicyRequest {
+                        policy_source_arn: p.required("PolicySourceArn")?,
+                        action_names: p.list("ActionNames"),
+                        resource_arns: p.list("ResourceArns"),
+                        context: context_entries(p)?,
+                        resource_account: p.text("ResourceOwner"),
+                    },
+                ))
+                .await?
+                .into_inner();
+            evaluation_results(&mut xml, p, simulated.results)?;
+        }
+        "SimulateCustomPolicy" => {
+            refuse_unsupported(p, &["ResourcePolicy"])?;
+            let simulated = admin
+                .simulate_custom_policy(request(
+                    c,
+                    proto::SimulateCustomPolicyRequest {
+                        policy_input_list: p.list("PolicyInputList"),
+                        permissions_boundary_policy_input_list: p.list("PermissionsBoundaryPolicyInputList"),
+                        action_names: p.list("ActionNames"),
+                        resource_arns: p.list("ResourceArns"),
+                        context: context_entries(p)?,
+                        caller_arn: p.text("CallerArn"),
+                    },
+                ))
+                .await?
+                .into_inner();
+            evaluation_results(&mut xml, p, simulated.results)?;
+        }
         _ => return Ok(None),
     }
     Ok(Some(Answer::new(action, xml)))
+}
+
+/// A simulation parameter iamd does not implement is refused rather than ignored: ignoring it
+/// would answer a different question than the one asked.
+fn refuse_unsupported(p: &Params, names: &[&str]) -> Result<(), QueryError> {
+    match names.iter().find(|name| p.get(name).is_some() || p.get(&format!("{name}.member.1")).is_some()) {
+        Some(name) => Err(QueryError::validation(format!(
+            "iamd does not support the parameter {name} of this action yet"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `ContextEntries.member.N` with `ContextKeyName`, `ContextKeyValues.member.M` and
+/// `ContextKeyType`: typed values become the text AWS puts in the request context; addresses
+/// are checked as such.
+fn context_entries(
+    p: &Params,
+) -> Result<std::collections::HashMap<String, proto::ContextValues>, QueryError> {
+    use proto::context_value::Kind as ValueKind;
+    let mut context = std::collections::HashMap::new();
+    for n in 1.. {
+        let prefix = format!("ContextEntries.member.{n}");
+        let Some(name) = p.get(&format!("{prefix}.ContextKeyName")) else { break };
+        let kind = p.text(&format!("{prefix}.ContextKeyType"));
+        let values = p
+            .list(&format!("{prefix}.ContextKeyValues"))
+            .into_iter()
+            .map(|value| proto::ContextValue {
+                kind: Some(if kind.starts_with("ip") {
+                    ValueKind::Ip(value)
+                } else {
+                    ValueKind::String(value)
+                }),
+            })
+            .collect();
+        context.insert(name.to_string(), proto::ContextValues { values });
+    }
+    Ok(context)
+}
+
+fn evaluation_results(
+    xml: &mut Xml,
+    p: &Params,
+    results: Vec<proto::SimulationResult>,
+) -> Result<(), QueryError> {
+    let numbered: Vec<(usize, proto::SimulationResult)> = results.into_iter().enumerate().collect();
+    let page = page(p, numbered, |(i, _)| format!("{i:010}"))?;
+    xml.members("EvaluationResults", &page.items, |x, (_, result)| {
+        let decision = match proto::Decision::try_from(result.decision) {
+            Ok(proto::Decision::Allow) => "allowed",
+            Ok(proto::Decision::ExplicitDeny) => "explicitDeny",
+            _ => "implicitDeny",
+        };
+        x.text("EvalActionName", &result.action_name)
+            .text("EvalResourceName", &result.resource_arn)
+            .text("EvalDecision", decision);
+        let matched =
+            result.explanation.as_ref().map(|e| e.matched_statements.as_slice()).unwrap_or_default();
+        x.members("MatchedStatements", matched, |x, m| {
+            let source_type = if m.layer == "resource" {
+                "resource"
+            } else if m.policy.starts_with("arn:aws:iam::aws:policy/") {
+                "aws-managed"
+            } else if m.policy.contains(":policy/") {
+                "user-managed"
+            } else {
+                "none"
+            };
+            x.text("SourcePolicyId", &m.policy).text("SourcePolicyType", source_type);
+        });
+        x.element("MissingContextValues", |_| {});
+    });
+    page.write_marker(xml);
+    Ok(())
 }
 
 fn kind_of(action: &str) -> Kind {
