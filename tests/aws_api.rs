@@ -430,6 +430,20 @@ async fn managed_policies_created_with_the_cli_decide_and_survive_a_restart() {
         "{custom}"
     );
 
+    let details = cli.ok(&root, &["iam", "get-account-authorization-details"]);
+    let users = details["UserDetailList"].as_array().unwrap();
+    assert_eq!(users.len(), 1, "{details}");
+    assert_eq!(users[0]["UserName"], json!("bob"), "{details}");
+    assert_eq!(users[0]["AttachedManagedPolicies"][0]["PolicyArn"], json!(policy_arn), "{details}");
+    let policies = details["Policies"].as_array().unwrap();
+    let stored =
+        policies.iter().find(|p| p["Arn"] == json!(policy_arn)).expect("the stored policy is listed");
+    let versions = stored["PolicyVersionList"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{stored}");
+    assert_eq!(versions[0]["Document"]["Statement"][0]["Action"], json!("s3:PutObject"), "{stored}");
+    let only_roles = cli.ok(&root, &["iam", "get-account-authorization-details", "--filter", "Role"]);
+    assert_eq!(only_roles["UserDetailList"], json!([]), "{only_roles}");
+
     // AWS's rules on deleting, and the bundle's policies are the bundle's.
     cli.fails(&root, &["iam", "delete-policy", "--policy-arn", &policy_arn], "DeleteConflict");
     cli.fails(

@@ -19,7 +19,7 @@ use crate::eval::Context;
 use crate::iam::model::{
     AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, PolicyVersion, Role, StateDocument, User,
 };
-use crate::iam::{Entity, Iam, IamError, PolicyInfo, Scope};
+use crate::iam::{Entity, Iam, IamError, PolicyInfo, PolicySource, Scope};
 use crate::proto::{self, admin_server::Admin};
 
 pub struct AdminService {
@@ -444,6 +444,60 @@ fn policy_version(v: &PolicyVersion, is_default: bool) -> proto::PolicyVersion {
         is_default_version: is_default,
         create_date: v.created.clone(),
     }
+}
+
+fn inline_policies(inline: &std::collections::BTreeMap<String, String>) -> Vec<proto::InlinePolicy> {
+    inline
+        .iter()
+        .map(|(name, document)| proto::InlinePolicy {
+            policy_name: name.clone(),
+            policy_document: document.clone(),
+        })
+        .collect()
+}
+
+/// An account's whole authorization state, read from the same records as the other calls.
+fn authorization_details(iam: &Iam, account: &str) -> Result<proto::AccountAuthorizationDetails, IamError> {
+    let mut users = Vec::new();
+    for u in iam.list_users(account, "/")? {
+        let groups = iam.list_groups_for_user(account, &u.name)?;
+        users.push(proto::UserDetail {
+            user: Some(user(&u)),
+            inline_policies: inline_policies(&u.inline),
+            attached_managed_policies: attached(u.attached.clone()).attached_policies,
+            group_names: groups.into_iter().map(|g| g.name).collect(),
+        });
+    }
+    let groups = iam
+        .list_groups(account, "/")?
+        .iter()
+        .map(|g| proto::GroupDetail {
+            group: Some(group(g, Vec::new())),
+            inline_policies: inline_policies(&g.inline),
+            attached_managed_policies: attached(g.attached.clone()).attached_policies,
+        })
+        .collect();
+    let roles = iam
+        .list_roles(account, "/")?
+        .iter()
+        .map(|r| proto::RoleDetail {
+            role: Some(role(r)),
+            inline_policies: inline_policies(&r.inline),
+            attached_managed_policies: attached(r.attached.clone()).attached_policies,
+        })
+        .collect();
+    let mut policies = Vec::new();
+    for p in iam.list_policies(account, Scope::All, false, "/")? {
+        if p.source == PolicySource::Aws && p.attachment_count == 0 {
+            continue;
+        }
+        let versions = iam.list_policy_versions(&p.arn)?;
+        policies.push(proto::PolicyDetail {
+            policy: Some(managed_policy(&p)),
+            versions: versions.iter().map(|(v, is_default)| policy_version(v, *is_default)).collect(),
+        });
+    }
+    Ok(proto::AccountAuthorizationDetails { users, groups, roles, policies })
 }
 
 fn login_profile(profile: &LoginProfile) -> proto::LoginProfile {
@@ -1701,6 +1755,20 @@ impl Admin for AdminService {
         }
         self.run(caller, Call::iam("SimulateCustomPolicy", Target::Account), |_| Ok(())).await?;
         self.core.simulate_custom(r).map(Response::new)
+    }
+
+    async fn get_account_authorization_details(
+        &self,
+        r: Request<proto::AccountRequest>,
+    ) -> Result<Response<proto::AccountAuthorizationDetails>, Status> {
+        let (caller, r) = split(r);
+        let target = Target::Account;
+        let details = self
+            .run(caller, Call::iam("GetAccountAuthorizationDetails", target), move |iam| {
+                authorization_details(iam, &r.account_id)
+            })
+            .await?;
+        Ok(Response::new(details))
     }
 
     async fn reload(&self, r: Request<proto::Empty>) -> Result<Response<proto::ReloadResponse>, Status> {

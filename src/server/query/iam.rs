@@ -814,6 +814,16 @@ pub(super) async fn call(
             });
             page.write_marker(&mut xml);
         }
+        "GetAccountAuthorizationDetails" => {
+            let details = admin
+                .get_account_authorization_details(request(
+                    c,
+                    proto::AccountRequest { account_id: String::new() },
+                ))
+                .await?
+                .into_inner();
+            authorization_details(&mut xml, p, details)?;
+        }
         "SimulatePrincipalPolicy" => {
             refuse_unsupported(
                 p,
@@ -982,4 +992,121 @@ fn policy_path(arn: &str) -> &str {
         Some(end) => &resource[..=end],
         None => "/",
     }
+}
+
+/// One entry of GetAccountAuthorizationDetails: the four lists page together, as in AWS.
+enum Detail {
+    User(proto::UserDetail),
+    Group(proto::GroupDetail),
+    Role(proto::RoleDetail),
+    Policy(proto::PolicyDetail),
+}
+
+impl Detail {
+    /// Orders the entries list by list, then by name, for the marker.
+    fn key(&self) -> String {
+        match self {
+            Detail::User(u) => {
+                format!("1{}", u.user.as_ref().map(|u| u.user_name.to_ascii_lowercase()).unwrap_or_default())
+            }
+            Detail::Group(g) => format!(
+                "2{}",
+                g.group.as_ref().map(|g| g.group_name.to_ascii_lowercase()).unwrap_or_default()
+            ),
+            Detail::Role(r) => {
+                format!("3{}", r.role.as_ref().map(|r| r.role_name.to_ascii_lowercase()).unwrap_or_default())
+            }
+            Detail::Policy(p) => format!("4{}", p.policy.as_ref().map(|p| p.arn.clone()).unwrap_or_default()),
+        }
+    }
+}
+
+fn inline(xml: &mut Xml, tag: &str, policies: &[proto::InlinePolicy]) {
+    xml.members(tag, policies, |x, policy| {
+        x.text("PolicyName", &policy.policy_name).document("PolicyDocument", &policy.policy_document);
+    });
+}
+
+fn attached_policies(xml: &mut Xml, policies: &[proto::AttachedPolicy]) {
+    xml.members("AttachedManagedPolicies", policies, |x, a| {
+        x.text("PolicyName", &a.policy_name).text("PolicyArn", &a.policy_arn);
+    });
+}
+
+fn authorization_details(
+    xml: &mut Xml,
+    p: &Params,
+    details: proto::AccountAuthorizationDetails,
+) -> Result<(), QueryError> {
+    let filter = p.list("Filter");
+    if let Some(unknown) = filter
+        .iter()
+        .find(|f| !["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"].contains(&f.as_str()))
+    {
+        return Err(QueryError::validation(format!(
+            "Filter `{unknown}` is not one of User, Role, Group, LocalManagedPolicy and AWSManagedPolicy"
+        )));
+    }
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
+    let mut entries: Vec<Detail> = Vec::new();
+    if wanted("User") {
+        entries.extend(details.users.into_iter().map(Detail::User));
+    }
+    if wanted("Group") {
+        entries.extend(details.groups.into_iter().map(Detail::Group));
+    }
+    if wanted("Role") {
+        entries.extend(details.roles.into_iter().map(Detail::Role));
+    }
+    entries.extend(details.policies.into_iter().filter_map(|detail| {
+        let aws = detail.policy.as_ref().is_some_and(|p| p.arn.starts_with("arn:aws:iam::aws:"));
+        wanted(if aws { "AWSManagedPolicy" } else { "LocalManagedPolicy" }).then_some(Detail::Policy(detail))
+    }));
+    let page = page(p, entries, Detail::key)?;
+    let of = |want: fn(&Detail) -> bool| page.items.iter().filter(|d| want(d)).collect::<Vec<_>>();
+    xml.members("UserDetailList", &of(|d| matches!(d, Detail::User(_))), |x, d| {
+        if let Detail::User(detail) = d
+            && let Some(u) = &detail.user
+        {
+            x.text("Path", &u.path)
+                .text("UserName", &u.user_name)
+                .text("UserId", &u.user_id)
+                .text("Arn", &u.arn)
+                .text("CreateDate", &u.create_date);
+            inline(x, "UserPolicyList", &detail.inline_policies);
+            x.string_members("GroupList", &detail.group_names);
+            attached_policies(x, &detail.attached_managed_policies);
+            boundary(x, &u.permissions_boundary);
+            tags(x, &u.tags);
+        }
+    });
+    xml.members("GroupDetailList", &of(|d| matches!(d, Detail::Group(_))), |x, d| {
+        if let Detail::Group(detail) = d
+            && let Some(g) = &detail.group
+        {
+            group(x, g);
+            inline(x, "GroupPolicyList", &detail.inline_policies);
+            attached_policies(x, &detail.attached_managed_policies);
+        }
+    });
+    xml.members("RoleDetailList", &of(|d| matches!(d, Detail::Role(_))), |x, d| {
+        if let Detail::Role(detail) = d
+            && let Some(r) = &detail.role
+        {
+            role(x, r);
+            x.element("InstanceProfileList", |_| {});
+            inline(x, "RolePolicyList", &detail.inline_policies);
+            attached_policies(x, &detail.attached_managed_policies);
+        }
+    });
+    xml.members("Policies", &of(|d| matches!(d, Detail::Policy(_))), |x, d| {
+        if let Detail::Policy(detail) = d
+            && let Some(managed) = &detail.policy
+        {
+            policy(x, managed);
+            x.members("PolicyVersionList", &detail.versions, policy_version);
+        }
+    });
+    page.write_marker(xml);
+    Ok(())
 }
