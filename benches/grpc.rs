@@ -109,6 +109,7 @@ fn main() {
             )]),
             explain: false,
             signed_request: None,
+            encode_authorization_message: false,
         };
         for concurrency in [1usize, 16] {
             let connections = std::env::var("IAMD_BENCH_CONNECTIONS")

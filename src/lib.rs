@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod authorization_message;
 pub mod authorize;
 pub mod bundle;
 pub mod client;

@@ -335,6 +335,36 @@ impl Sts<'_> {
         Ok(Issued { session: Arc::new(session), session_token, packed_policy_size })
     }
 
+    /// DecodeAuthorizationMessage: the explanation sealed in a denial, for a caller allowed
+    /// `sts:DecodeAuthorizationMessage`.
+    pub fn decode_authorization_message(
+        &self,
+        caller: &Authenticated,
+        encoded: &str,
+    ) -> Result<String, StsError> {
+        let query = Query {
+            principal: "",
+            action: "sts:DecodeAuthorizationMessage",
+            resource: "*",
+            resource_account: "",
+            context: Context::default(),
+            explain: true,
+            verified: Some(Verified {
+                caller,
+                source_ip: None,
+                secure_transport: false,
+                now: self.now,
+                mfa_at: None,
+            }),
+        };
+        let answer = authorize::decide(self.snapshot, query).map_err(|e| validation(e.to_string()))?;
+        if !answer.decision.is_allowed() {
+            return Err(access_denied(answer.explanation.map(|e| e.reason).unwrap_or_default()));
+        }
+        crate::authorization_message::decode(self.keyring, encoded)
+            .map_err(|e| StsError { code: "InvalidAuthorizationMessageException", message: e.to_string() })
+    }
+
     /// A new session of `role`, within the role's maximum session duration.
     fn role_session(
         &self,

@@ -491,3 +491,64 @@ async fn managed_policies_created_with_the_cli_decide_and_survive_a_restart() {
     assert_eq!(listed["Policies"][0]["DefaultVersionId"], json!("v2"), "{listed}");
     assert_eq!(listed["Policies"][0]["AttachmentCount"], json!(1), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_carry_a_message_that_only_callers_allowed_to_decode_can_read() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &[]);
+    let cli = Cli::new(&sidecar);
+    let root = As::Keys(&sidecar.root);
+    cli.ok(&root, &["iam", "create-user", "--user-name", "carol"]);
+    let carol =
+        credentials(&cli.ok(&root, &["iam", "create-access-key", "--user-name", "carol"])["AccessKey"]);
+
+    let mut context = std::collections::HashMap::new();
+    context.insert(
+        "aws:SourceIp".to_string(),
+        proto::ContextValues {
+            values: vec![proto::ContextValue {
+                kind: Some(proto::context_value::Kind::Ip("192.0.2.7".into())),
+            }],
+        },
+    );
+    let denied = sidecar
+        .authorizer()
+        .await
+        .authorize(proto::AuthorizeRequest {
+            principal: format!("arn:aws:iam::{ACCOUNT}:user/carol"),
+            action: "s3:DeleteObject".into(),
+            resource: "arn:aws:s3:::reports/q1.csv".into(),
+            context,
+            encode_authorization_message: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(Decision::try_from(denied.decision).unwrap(), Decision::ImplicitDeny);
+    assert!(denied.explanation.is_none(), "the explanation was not asked for: {denied:?}");
+    let encoded = denied.encoded_authorization_message;
+    assert!(!encoded.is_empty() && !encoded.contains("DeleteObject"), "an opaque message: {encoded}");
+
+    // carol, denied, cannot read why; the root, allowed everything in its account, can.
+    let refused = cli.fails(
+        &As::Keys(&carol),
+        &["sts", "decode-authorization-message", "--encoded-message", &encoded],
+        "AccessDenied",
+    );
+    assert!(refused.contains("sts:DecodeAuthorizationMessage"), "{refused}");
+    let decoded = cli.ok(&root, &["sts", "decode-authorization-message", "--encoded-message", &encoded]);
+    let message: Value = serde_json::from_str(decoded["DecodedMessage"].as_str().unwrap()).unwrap();
+    assert_eq!((&message["allowed"], &message["explicitDeny"]), (&json!(false), &json!(false)), "{message}");
+    assert_eq!(message["context"]["action"], json!("s3:DeleteObject"), "{message}");
+    assert_eq!(message["context"]["principal"]["arn"], json!(format!("arn:aws:iam::{ACCOUNT}:user/carol")));
+    assert_eq!(message["context"]["conditions"]["items"][0]["key"], json!("aws:sourceip"), "{message}");
+
+    let mut altered = encoded.clone();
+    altered.replace_range(10..11, if &encoded[10..11] == "A" { "B" } else { "A" });
+    cli.fails(
+        &root,
+        &["sts", "decode-authorization-message", "--encoded-message", &altered],
+        "InvalidAuthorizationMessageException",
+    );
+}

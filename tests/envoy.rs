@@ -236,6 +236,20 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         )),
         "{body}"
     );
+    // The 403 carries the explanation sealed for whoever may decode it: here the root.
+    let encoded = body["EncodedAuthorizationMessage"].as_str().expect("an encoded message").to_string();
+    let decoded = sidecar
+        .sts_as(sidecar.root.clone())
+        .await
+        .decode_authorization_message(iamd::proto::DecodeAuthorizationMessageRequest {
+            encoded_message: encoded,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decoded_message;
+    let decoded: Value = serde_json::from_str(&decoded).unwrap();
+    assert_eq!(decoded["context"]["resource"], "arn:aws:s3:::reports/bob/q1.csv", "{decoded}");
 
     // Tampered, replayed, unsigned, unmapped.
     let mut tampered = signed["own"].clone();

@@ -27,6 +27,7 @@ fn request(principal: &str, action: &str, resource: &str) -> proto::AuthorizeReq
         context: HashMap::new(),
         explain: false,
         signed_request: None,
+        encode_authorization_message: false,
     }
 }
 

@@ -69,6 +69,7 @@ fn authorize() -> proto::AuthorizeRequest {
         context: HashMap::new(),
         explain: false,
         signed_request: None,
+        encode_authorization_message: false,
     }
 }
 

@@ -129,6 +129,10 @@ pub struct CheckArgs {
     context: Vec<String>,
     #[arg(long)]
     explain: bool,
+    /// On a deny, also print the encoded authorization message (for
+    /// `aws sts decode-authorization-message`)
+    #[arg(long)]
+    encode_message: bool,
 }
 
 pub async fn check(args: CheckArgs) -> Result<Value> {
@@ -156,6 +160,7 @@ pub async fn check(args: CheckArgs) -> Result<Value> {
             context,
             explain: args.explain,
             signed_request: None,
+            encode_authorization_message: args.encode_message,
         })
         .await?
         .into_inner();
@@ -167,6 +172,9 @@ pub async fn check(args: CheckArgs) -> Result<Value> {
     };
     let mut output =
         json!({"decision": decision, "revision": response.revision, "request_id": response.request_id});
+    if !response.encoded_authorization_message.is_empty() {
+        output["encoded_authorization_message"] = response.encoded_authorization_message.into();
+    }
     if let Some(e) = response.explanation {
         output["explanation"] = json!({
             "deciding_layer": e.deciding_layer,

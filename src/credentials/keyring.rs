@@ -43,6 +43,8 @@ pub enum Purpose {
     StoredSecret,
     /// STS session tokens.
     SessionToken,
+    /// Encoded authorization messages, the explanations of denials.
+    AuthorizationMessage,
 }
 
 impl Purpose {
@@ -50,6 +52,7 @@ impl Purpose {
         match self {
             Purpose::StoredSecret => b"iamd/v1/stored-secret",
             Purpose::SessionToken => b"iamd/v1/session-token",
+            Purpose::AuthorizationMessage => b"iamd/v1/authorization-message",
         }
     }
 }
@@ -58,6 +61,7 @@ struct MasterKey {
     id: [u8; KEY_ID_BYTES],
     stored_secret: XChaCha20Poly1305,
     session_token: XChaCha20Poly1305,
+    authorization_message: XChaCha20Poly1305,
 }
 
 impl MasterKey {
@@ -75,6 +79,7 @@ impl MasterKey {
             id,
             stored_secret: derive(Purpose::StoredSecret),
             session_token: derive(Purpose::SessionToken),
+            authorization_message: derive(Purpose::AuthorizationMessage),
         }
     }
 
@@ -82,6 +87,7 @@ impl MasterKey {
         match purpose {
             Purpose::StoredSecret => &self.stored_secret,
             Purpose::SessionToken => &self.session_token,
+            Purpose::AuthorizationMessage => &self.authorization_message,
         }
     }
 }

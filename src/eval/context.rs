@@ -81,6 +81,11 @@ impl Context {
         self.entries.retain(|(key, _)| !key.starts_with(prefix));
     }
 
+    /// Every key (lower-case) with its values, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ContextValue])> {
+        self.entries.iter().map(|(key, values)| (&**key, values.as_slice()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

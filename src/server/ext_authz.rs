@@ -49,6 +49,8 @@ struct Verdict {
     status: u16,
     code: &'static str,
     message: String,
+    /// The explanation of a policy denial, sealed for `sts:DecodeAuthorizationMessage`.
+    encoded: Option<String>,
 }
 
 fn header(key: &str, value: &str) -> HeaderValueOption {
@@ -72,7 +74,11 @@ fn ok(principal: &str, request_id: &str) -> CheckResponse {
 
 fn denied(verdict: &Verdict, request_id: &str) -> CheckResponse {
     let status = if verdict.status == 401 { HttpStatusCode::Unauthorized } else { HttpStatusCode::Forbidden };
-    let body = serde_json::json!({"Code": verdict.code, "Message": verdict.message, "RequestId": request_id});
+    let mut body =
+        serde_json::json!({"Code": verdict.code, "Message": verdict.message, "RequestId": request_id});
+    if let Some(encoded) = &verdict.encoded {
+        body["EncodedAuthorizationMessage"] = encoded.as_str().into();
+    }
     CheckResponse {
         status: Some(envoy_types::pb::google::rpc::Status {
             code: if verdict.status == 401 { 16 } else { 7 },
@@ -109,6 +115,7 @@ impl Authorization for ExtAuthzService {
                         status: 403,
                         code: "AccessDenied",
                         message: "Access denied".into(),
+                        encoded: None,
                     }),
                     &request_id,
                 ),
@@ -118,6 +125,7 @@ impl Authorization for ExtAuthzService {
                     status: 403,
                     code: "ServiceUnavailable",
                     message: "no policy bundle is loaded yet: every request is denied".into(),
+                    encoded: None,
                 },
                 &request_id,
             ),
@@ -129,7 +137,8 @@ impl Authorization for ExtAuthzService {
 impl Core {
     /// Decides one proxied request: the principal when allowed, the refusal otherwise.
     fn check(&self, snapshot: &Snapshot, check: &CheckRequest) -> (Option<String>, Option<Verdict>) {
-        let refuse = |status, code, message: String| (None, Some(Verdict { status, code, message }));
+        let refuse =
+            |status, code, message: String| (None, Some(Verdict { status, code, message, encoded: None }));
         let Some(attributes) = check.attributes.as_ref() else {
             return refuse(403, "AccessDenied", "the check carries no request attributes".into());
         };
@@ -218,6 +227,7 @@ impl Core {
         for (key, value) in extra.into_iter().flatten() {
             context.insert(key, [value.as_str()]);
         }
+        let message_context = context.clone();
         let query = Query {
             principal: &principal,
             action: &action,
@@ -253,8 +263,26 @@ impl Core {
         if answer.decision == Decision::Allow {
             return (Some(principal), None);
         }
-        let message = answer.explanation.map(|e| e.reason).unwrap_or_else(|| "Access denied".into());
-        (None, Some(Verdict { status: 403, code: "AccessDenied", message }))
+        let Some(explanation) = answer.explanation else {
+            return refuse(403, "AccessDenied", "Access denied".into());
+        };
+        let encoded = crate::authorization_message::encode(
+            self.authenticator.keyring(),
+            &principal,
+            &action,
+            &resource,
+            &message_context,
+            &explanation,
+        );
+        (
+            None,
+            Some(Verdict {
+                status: 403,
+                code: "AccessDenied",
+                message: explanation.reason,
+                encoded: Some(encoded),
+            }),
+        )
     }
 
     /// Establishes who sent the request: a SigV4 signature, a bearer token, an mTLS peer.

@@ -131,13 +131,15 @@ impl Core {
         });
         let principal =
             authenticated.as_ref().map(|a| a.principal_arn()).unwrap_or_else(|| request.principal.clone());
+        let encode = request.encode_authorization_message;
+        let message_context = encode.then(|| context.clone());
         let query = Query {
             principal: &request.principal,
             action: &request.action,
             resource: &request.resource,
             resource_account: &request.resource_account,
             context,
-            explain: request.explain || self.audit.enabled(),
+            explain: request.explain || encode || self.audit.enabled(),
             verified,
         };
         let answer = authorize::decide(snapshot, query)?;
@@ -167,8 +169,22 @@ impl Core {
                 error_code: None,
             });
         }
+        let encoded_authorization_message = match (&answer.explanation, message_context) {
+            (Some(explanation), Some(context)) if !answer.decision.is_allowed() => {
+                crate::authorization_message::encode(
+                    self.authenticator.keyring(),
+                    &principal,
+                    &request.action,
+                    &request.resource,
+                    &context,
+                    explanation,
+                )
+            }
+            _ => String::new(),
+        };
         let explanation = answer.explanation.as_ref().filter(|_| request.explain || answer.refused);
         Ok(proto::AuthorizeResponse {
+            encoded_authorization_message,
             decision: convert::decision(answer.decision) as i32,
             revision: snapshot.revision.clone(),
             request_id,
@@ -242,6 +258,7 @@ impl Core {
                 code: error.code.as_str().to_string(),
                 message: error.message,
             }),
+            encoded_authorization_message: String::new(),
         }
     }
 

@@ -117,7 +117,7 @@ impl Core {
         operation: &'static str,
         resource: String,
         f: impl FnOnce(&Sts<'_>, &Authenticated) -> Result<T, StsError> + Send + 'static,
-        issued_key: impl Fn(&T) -> String + Send + 'static,
+        describe: impl Fn(&T) -> String + Send + 'static,
     ) -> Result<T, Status> {
         let core = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -146,7 +146,7 @@ impl Core {
                     }
                     .to_string(),
                     reason: match &result {
-                        Ok(issued) => Some(format!("issued temporary credentials {}", issued_key(issued))),
+                        Ok(done) => Some(describe(done)),
                         Err(e) => Some(e.message.clone()),
                     },
                     snapshot_revision: snapshot.revision.clone(),
@@ -189,7 +189,7 @@ impl StsApi for StsService {
                 "AssumeRole",
                 r.role_arn,
                 move |sts, caller| sts.assume_role(caller, request),
-                |i| i.session.access_key_id.clone(),
+                |i| format!("issued temporary credentials {}", i.session.access_key_id),
             )
             .await?;
         Ok(Response::new(proto::AssumeRoleResponse {
@@ -201,6 +201,25 @@ impl StsApi for StsService {
             packed_policy_size: issued.packed_policy_size as i32,
             source_identity: issued.session.source_identity.clone().unwrap_or_default(),
         }))
+    }
+
+    async fn decode_authorization_message(
+        &self,
+        r: Request<proto::DecodeAuthorizationMessageRequest>,
+    ) -> Result<Response<proto::DecodeAuthorizationMessageResponse>, Status> {
+        let caller = caller(&r)?;
+        let encoded = r.into_inner().encoded_message;
+        let decoded_message = self
+            .core
+            .sts_call(
+                caller,
+                "DecodeAuthorizationMessage",
+                "*".into(),
+                move |sts, caller| sts.decode_authorization_message(caller, &encoded),
+                |_| "decoded an authorization message".into(),
+            )
+            .await?;
+        Ok(Response::new(proto::DecodeAuthorizationMessageResponse { decoded_message }))
     }
 
     async fn get_session_token(
@@ -219,7 +238,7 @@ impl StsApi for StsService {
                 "GetSessionToken",
                 resource,
                 move |sts, caller| sts.get_session_token(caller, seconds, mfa),
-                |i| i.session.access_key_id.clone(),
+                |i| format!("issued temporary credentials {}", i.session.access_key_id),
             )
             .await?;
         Ok(Response::new(proto::GetSessionTokenResponse { credentials: Some(credentials(&issued)) }))

@@ -105,6 +105,12 @@ pub(super) async fn call(
                 .text("Provider", &issued.provider)
                 .text("Audience", &issued.audience);
         }
+        "DecodeAuthorizationMessage" => {
+            let message =
+                proto::DecodeAuthorizationMessageRequest { encoded_message: p.required("EncodedMessage")? };
+            let decoded = sts.decode_authorization_message(request(caller, message)).await?.into_inner();
+            xml.text("DecodedMessage", &decoded.decoded_message);
+        }
         _ => return Ok(None),
     }
     Ok(Some(Answer::new(action, xml)))
