@@ -17,9 +17,11 @@ fuzz_target!(|data: &[u8]| {
             context.insert("aws:username", ["alice"]);
             context.insert("aws:SourceIp", ["10.0.0.1"]);
             context.insert("aws:CurrentTime", ["2026-01-01T00:00:00Z"]);
-            let request = Request::new(principal, "s3:GetObject", "arn:aws:s3:::b/k").unwrap().with_context(context);
+            let request =
+                Request::new(principal, "s3:GetObject", "arn:aws:s3:::b/k").unwrap().with_context(context);
             let identity = [std::sync::Arc::new(parsed.policy.clone())];
-            let set = PolicySet { identity: &identity, resource: Some(&parsed.policy), ..PolicySet::default() };
+            let set =
+                PolicySet { identity: &identity, resource: Some(&parsed.policy), ..PolicySet::default() };
             let _ = eval::authorize(&request, &set);
             let _ = eval::explain(&request, &set);
         }

@@ -103,13 +103,8 @@ account_scoped!(
     proto::ListPoliciesRequest,
 );
 
-impl AccountScoped for proto::ChangePasswordRequest {
-    fn account_id(&mut self) -> Option<&mut String> {
-        None
-    }
-}
-
-/// Policies are named by ARN, which names the account.
+/// Messages that name no account: policies are named by ARN, which names it; the rest act on
+/// the caller itself or on the sidecar.
 macro_rules! not_account_scoped {
     ($($message:ty),* $(,)?) => {
         $(impl AccountScoped for $message {
@@ -121,6 +116,9 @@ macro_rules! not_account_scoped {
 }
 
 not_account_scoped!(
+    proto::ChangePasswordRequest,
+    proto::Empty,
+    proto::StateDocument,
     proto::SimulatePrincipalPolicyRequest,
     proto::SimulateCustomPolicyRequest,
     proto::PolicyArnRequest,
@@ -129,18 +127,6 @@ not_account_scoped!(
     proto::PolicyTagRequest,
     proto::PolicyUntagRequest,
 );
-
-impl AccountScoped for proto::Empty {
-    fn account_id(&mut self) -> Option<&mut String> {
-        None
-    }
-}
-
-impl AccountScoped for proto::StateDocument {
-    fn account_id(&mut self) -> Option<&mut String> {
-        None
-    }
-}
 
 /// What an admin call acts on; it becomes the resource ARN the call is authorized on.
 pub(super) enum Target {

@@ -570,7 +570,8 @@ pub async fn run(
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
         .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx.clone()));
-    let query_server = query::serve(query_listener, core.clone(), config.concurrency, stopped(stop_rx));
+    let limits = query::Limits { concurrency: config.concurrency, timeout: config.request_timeout };
+    let query_server = query::serve(query_listener, core.clone(), limits, stopped(stop_rx));
 
     tracing::info!(
         authorizer = %authorizer_addr,

@@ -150,7 +150,7 @@ impl Answer {
 pub async fn serve(
     listener: TcpListener,
     core: Arc<Core>,
-    concurrency: usize,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
@@ -161,14 +161,37 @@ pub async fn serve(
     });
     let app = axum::Router::new()
         .fallback(handle)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(concurrency))
-        .with_state(core);
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.concurrency))
+        .with_state(Served { core, timeout: limits.timeout });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-async fn handle(State(core): State<Arc<Core>>, request: Request) -> Response<Body> {
+/// The listener's limits, the same as the gRPC listeners'.
+pub struct Limits {
+    pub concurrency: usize,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Clone)]
+struct Served {
+    core: Arc<Core>,
+    timeout: std::time::Duration,
+}
+
+async fn handle(State(served): State<Served>, request: Request) -> Response<Body> {
     let request_id = super::request_id::next_id();
-    let (api, outcome) = answer(&core, request).await;
+    let (api, outcome) = match tokio::time::timeout(served.timeout, answer(&served.core, request)).await {
+        Ok(answered) => answered,
+        // The call may still complete (a write waiting for the disk): the caller cannot know,
+        // as with a timeout of AWS's own API, and should read before retrying a create.
+        Err(_) => (
+            None,
+            Err(QueryError::new(
+                "ServiceUnavailable",
+                format!("The request did not complete within {} ms.", served.timeout.as_millis()),
+            )),
+        ),
+    };
     let api = api.unwrap_or(Api::Iam);
     let (status, document) = match outcome {
         Ok(answer) => {
