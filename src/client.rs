@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use tonic::body::Body;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tower::Service;
 
 use crate::credentials::sigv4::{self, HttpRequest, Payload, SigningCredentials};
@@ -31,18 +31,61 @@ pub struct SigningChannel {
 }
 
 impl SigningChannel {
-    /// Connects to `endpoint` (`http://HOST:PORT`).
+    /// Connects to `endpoint` (`http://HOST:PORT`, or `https://` with the TLS settings of the
+    /// environment: see [`tls_from_env`]).
     pub async fn connect(
         endpoint: &str,
         credentials: SigningCredentials,
         service: &'static str,
     ) -> Result<SigningChannel, ConnectError> {
+        let tls = if endpoint.starts_with("https://") { Some(tls_from_env()?) } else { None };
+        SigningChannel::connect_with(endpoint, credentials, service, tls).await
+    }
+
+    /// Connects to `endpoint`, over TLS with `tls` when given.
+    pub async fn connect_with(
+        endpoint: &str,
+        credentials: SigningCredentials,
+        service: &'static str,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<SigningChannel, ConnectError> {
         let uri: http::Uri = endpoint.parse().map_err(|_| ConnectError::Endpoint(endpoint.to_string()))?;
         let authority =
             uri.authority().ok_or_else(|| ConnectError::Endpoint(endpoint.to_string()))?.to_string();
-        let inner = Channel::builder(uri).connect().await.map_err(ConnectError::Transport)?;
+        let mut builder = Channel::builder(uri);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(ConnectError::Transport)?;
+        }
+        let inner = builder.connect().await.map_err(ConnectError::Transport)?;
         Ok(SigningChannel { inner, authority: authority.into(), credentials: Arc::new(credentials), service })
     }
+}
+
+/// TLS settings from the environment: `IAMD_CA_FILE` (PEM, the CA that signed iamd's
+/// certificate) and, for mutual TLS, `IAMD_CLIENT_CERT_FILE` and `IAMD_CLIENT_KEY_FILE`.
+pub fn tls_from_env() -> Result<ClientTlsConfig, ConnectError> {
+    let read = |variable: &str| -> Result<Option<Vec<u8>>, ConnectError> {
+        match std::env::var_os(variable) {
+            None => Ok(None),
+            Some(path) => std::fs::read(&path).map(Some).map_err(|e| {
+                ConnectError::Tls(format!("cannot read {variable} `{}`: {e}", path.to_string_lossy()))
+            }),
+        }
+    };
+    let ca = read("IAMD_CA_FILE")?.ok_or_else(|| {
+        ConnectError::Tls("set IAMD_CA_FILE to the PEM file of the CA that signed iamd's certificate".into())
+    })?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    match (read("IAMD_CLIENT_CERT_FILE")?, read("IAMD_CLIENT_KEY_FILE")?) {
+        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(cert, key)),
+        (None, None) => {}
+        _ => {
+            return Err(ConnectError::Tls(
+                "set both IAMD_CLIENT_CERT_FILE and IAMD_CLIENT_KEY_FILE, or neither".into(),
+            ));
+        }
+    }
+    Ok(tls)
 }
 
 /// Why a signing channel could not connect.
@@ -52,6 +95,8 @@ pub enum ConnectError {
     Endpoint(String),
     #[error("cannot connect: {0}")]
     Transport(tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Service<Request<Body>> for SigningChannel {

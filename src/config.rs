@@ -35,6 +35,19 @@ pub struct FileConfig {
     pub log: Option<LogFile>,
     pub telemetry: Option<TelemetryFile>,
     pub credentials: Option<CredentialsFile>,
+    pub tls: Option<TlsFile>,
+}
+
+/// TLS for every listener; without it the admin and Query listeners must be on loopback.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Set, clients must present a certificate chaining to these CAs (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for a new certificate (default 10 s).
+    pub reload_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -130,6 +143,8 @@ pub struct Config {
     pub replay_cache_entries: usize,
     pub root_credentials_file: Option<PathBuf>,
     pub oidc_providers: Vec<crate::credentials::oidc::ProviderConfig>,
+    /// `None`: plain TCP, allowed only on loopback for the admin and Query listeners.
+    pub tls: Option<crate::server::tls::TlsFiles>,
 }
 
 /// Where the master keys come from.
@@ -235,6 +250,12 @@ impl Config {
             replay_cache_entries: credentials.replay_cache_entries.unwrap_or(1_000_000),
             root_credentials_file: overrides.root_credentials_file.or(credentials.root_credentials_file),
             oidc_providers: credentials.oidc,
+            tls: file.tls.map(|tls| crate::server::tls::TlsFiles {
+                cert: tls.cert_file,
+                key: tls.key_file,
+                client_ca: tls.client_ca_file,
+                reload_interval: Duration::from_millis(tls.reload_interval_ms.unwrap_or(10_000).max(100)),
+            }),
         })
     }
 }

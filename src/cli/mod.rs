@@ -146,11 +146,7 @@ pub async fn check(args: CheckArgs) -> Result<Value> {
             .values
             .push(proto::ContextValue { kind: Some(proto::context_value::Kind::String(value.to_string())) });
     }
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .with_context(|| format!("`{}` is not a valid endpoint URL", args.endpoint))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to iamd at {}", args.endpoint))?;
+    let channel = connect(&args.endpoint).await?;
     let response = AuthorizerClient::new(channel)
         .authorize(proto::AuthorizeRequest {
             principal: args.principal,
@@ -198,4 +194,15 @@ pub fn describe_error(error: &anyhow::Error, operation: &str) -> String {
         },
         None => format!("{error:#}"),
     }
+}
+
+/// A channel to `endpoint`; `https://` uses the TLS settings of the environment
+/// (`IAMD_CA_FILE`, and `IAMD_CLIENT_CERT_FILE` with `IAMD_CLIENT_KEY_FILE` for mutual TLS).
+pub async fn connect(endpoint: &str) -> Result<Channel> {
+    let mut builder = Channel::from_shared(endpoint.to_string())
+        .with_context(|| format!("`{endpoint}` is not a valid endpoint URL"))?;
+    if endpoint.starts_with("https://") {
+        builder = builder.tls_config(iamd::client::tls_from_env()?)?;
+    }
+    builder.connect().await.with_context(|| format!("cannot connect to iamd at {endpoint}"))
 }

@@ -167,9 +167,7 @@ pub async fn console(args: ConsoleArgs) -> Result<Value> {
     };
     let new_password =
         if new_password { super::admin::read_line("the new password")? } else { String::new() };
-    let mut client = ConsoleClient::connect(args.endpoint.clone())
-        .await
-        .with_context(|| format!("cannot connect to iamd at {}", args.endpoint))?;
+    let mut client = ConsoleClient::new(super::connect(&args.endpoint).await?);
     let r = client
         .sign_in(proto::SignInRequest {
             account_id,

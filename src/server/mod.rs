@@ -12,6 +12,7 @@ mod ext_authz;
 mod query;
 mod request_id;
 mod sts;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::audit::{Audit, AuditRecord};
@@ -51,6 +51,13 @@ pub enum ServeError {
     Audit(std::io::Error),
     #[error("cannot watch the bundle `{path}`: {message}")]
     Watch { path: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(
+        "refusing to serve the {listener} API on {addr} without TLS: it carries credentials. Configure \
+         [tls] in the configuration file, or listen on a loopback address such as 127.0.0.1"
+    )]
+    Insecure { listener: &'static str, addr: SocketAddr },
     #[error("the Query API server failed: {0}")]
     Query(std::io::Error),
     #[error("gRPC server failed: {0}")]
@@ -419,17 +426,14 @@ pub struct Bound {
     pub query: SocketAddr,
 }
 
-/// Accepted connections with Nagle's algorithm off: a decision is one small response, and
-/// delaying it for a delayed ACK costs up to 40 ms.
+/// The connections of a gRPC listener, with TLS when it is configured.
 fn incoming(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tls: Option<Arc<tls::Tls>>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tls::Conn>> {
     use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
+    tokio_stream::wrappers::ReceiverStream::new(tls::accept(listener, tls, tls::Protocol::Grpc))
+        .map(|(connection, _)| Ok(connection))
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -446,6 +450,18 @@ pub async fn run(
     ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
+    // Refused before anything is created: credentials never cross the network in the clear.
+    let tls = config.tls.clone().map(tls::Tls::load).transpose()?;
+    if tls.is_none() {
+        for (listener, addr) in [("admin", config.admin_listen), ("Query", config.query_listen)] {
+            if !addr.ip().is_loopback() {
+                return Err(ServeError::Insecure { listener, addr });
+            }
+        }
+    }
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
     let keyring = Arc::new(match &config.master_keys {
         MasterKeys::Inline(keys) => KeyRing::parse("IAMD_MASTER_KEYS", keys)?,
         MasterKeys::File(path) => {
@@ -561,7 +577,7 @@ pub async fn run(
         .add_service(reflection.clone())
         .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
         .add_service(ext_authz::service(core.clone()))
-        .serve_with_incoming_shutdown(incoming(authorizer_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(authorizer_listener, tls.clone()), stopped(stop_rx.clone()));
     let admin_server = builder()
         .layer(authenticate::AuthenticateLayer::new(core.clone()))
         .add_service(health_service)
@@ -569,9 +585,13 @@ pub async fn run(
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
-        .serve_with_incoming_shutdown(incoming(admin_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(admin_listener, tls.clone()), stopped(stop_rx.clone()));
     let limits = query::Limits { concurrency: config.concurrency, timeout: config.request_timeout };
-    let query_server = query::serve(query_listener, core.clone(), limits, stopped(stop_rx));
+    let query_connections = tls::Accepted {
+        connections: tls::accept(query_listener, tls.clone(), tls::Protocol::Http1),
+        local: query_addr,
+    };
+    let query_server = query::serve(query_connections, core.clone(), limits, stopped(stop_rx));
 
     tracing::info!(
         authorizer = %authorizer_addr,

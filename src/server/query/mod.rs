@@ -18,7 +18,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use http::{HeaderValue, Response, StatusCode, header};
-use tokio::net::TcpListener;
 
 use super::Core;
 use crate::credentials::Authenticated;
@@ -148,17 +147,11 @@ impl Answer {
 /// Serves the Query API on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: super::tls::Accepted,
     core: Arc<Core>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a Query API connection");
-        }
-    });
     let app = axum::Router::new()
         .fallback(handle)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.concurrency))
