@@ -68,6 +68,10 @@ pub struct Answer {
     /// Denied before evaluation (unknown principal, unresolved policies): the explanation says
     /// why and is always returned.
     pub refused: bool,
+    /// For an explained deny, the request's context as evaluated (with the keys iamd filled
+    /// in): what an encoded authorization message records. Handed back rather than copied, so
+    /// that an allow costs nothing.
+    pub context: Option<Context>,
 }
 
 /// Checks the size limits of a context.
@@ -147,7 +151,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
         Ok(policies) => policies.flatten(),
         Err(reason) => return Ok(refuse(&request, reason)),
     };
-    let request = request.with_context(context);
+    let mut request = request.with_context(context);
     let principal = request.principal();
     let bundle = &snapshot.bundle;
     // A role's only resource-based policy is its own trust policy: a bundle policy never stands
@@ -168,9 +172,11 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     };
     if query.explain {
         let explanation = eval::explain(&request, &policies);
-        Ok(Answer { decision: explanation.decision, explanation: Some(explanation), refused: false })
+        let context = (!explanation.decision.is_allowed()).then(|| std::mem::take(&mut request.context));
+        Ok(Answer { decision: explanation.decision, explanation: Some(explanation), refused: false, context })
     } else {
-        Ok(Answer { decision: eval::authorize(&request, &policies), explanation: None, refused: false })
+        let decision = eval::authorize(&request, &policies);
+        Ok(Answer { decision, explanation: None, refused: false, context: None })
     }
 }
 
@@ -229,7 +235,7 @@ fn refuse(request: &Request, reason: String) -> Answer {
         ),
         matched_statements: Vec::new(),
     };
-    Answer { decision: Decision::ImplicitDeny, explanation: Some(explanation), refused: true }
+    Answer { decision: Decision::ImplicitDeny, explanation: Some(explanation), refused: true, context: None }
 }
 
 /// Keys (and key prefixes) about the principal and the resource that only iamd may set: a

@@ -227,7 +227,6 @@ impl Core {
         for (key, value) in extra.into_iter().flatten() {
             context.insert(key, [value.as_str()]);
         }
-        let message_context = context.clone();
         let query = Query {
             principal: &principal,
             action: &action,
@@ -266,6 +265,7 @@ impl Core {
         let Some(explanation) = answer.explanation else {
             return refuse(403, "AccessDenied", "Access denied".into());
         };
+        let message_context = answer.context.unwrap_or_default();
         let encoded = crate::authorization_message::encode(
             self.authenticator.keyring(),
             &principal,

@@ -139,7 +139,6 @@ impl Core {
         let principal =
             authenticated.as_ref().map(|a| a.principal_arn()).unwrap_or_else(|| request.principal.clone());
         let encode = request.encode_authorization_message;
-        let message_context = encode.then(|| context.clone());
         let query = Query {
             principal: &request.principal,
             action: &request.action,
@@ -176,14 +175,15 @@ impl Core {
                 error_code: None,
             });
         }
-        let encoded_authorization_message = match (&answer.explanation, message_context) {
-            (Some(explanation), Some(context)) if !answer.decision.is_allowed() => {
+        let encoded_authorization_message = match &answer.explanation {
+            // A request refused before evaluation (an unknown principal) records no context.
+            Some(explanation) if encode && !answer.decision.is_allowed() => {
                 crate::authorization_message::encode(
                     self.authenticator.keyring(),
                     &principal,
                     &request.action,
                     &request.resource,
-                    &context,
+                    answer.context.as_ref().unwrap_or(&crate::eval::Context::default()),
                     explanation,
                 )
             }
