@@ -3,15 +3,18 @@
 //! session tokens and passwords never are.
 //!
 //! Records go through a bounded channel to a writer thread. When the channel is full the record
-//! is dropped and counted: a decision never waits for the disk. The file rotates by size.
+//! is dropped and counted: a decision never waits for the disk. Records the disk refuses (full,
+//! over a file size limit) are dropped and counted too, and the file is cut back to its last
+//! whole line. The file rotates by size.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -63,7 +66,15 @@ pub struct Audit {
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
     writer: Option<JoinHandle<()>>,
+    /// A flush timed out: the writer is stuck on the disk, and is not waited for again.
+    stuck: AtomicBool,
 }
+
+/// How long closing waits for the writer to write out what is queued.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Records written to the disk at once; the writer drains the queue in batches of this many.
+const BATCH: usize = 4096;
 
 impl Audit {
     /// Starts the writer. `None` disables auditing.
@@ -71,7 +82,7 @@ impl Audit {
         let dropped = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
         let Some(config) = config else {
-            return Ok(Audit { sender: None, dropped, written, writer: None });
+            return Ok(Audit { sender: None, dropped, written, writer: None, stuck: AtomicBool::new(false) });
         };
         if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
@@ -82,7 +93,13 @@ impl Audit {
         let writer = std::thread::Builder::new()
             .name("iamd-audit".into())
             .spawn(move || write_loop(receiver, file, config, counters))?;
-        Ok(Audit { sender: Some(sender), dropped, written, writer: Some(writer) })
+        Ok(Audit {
+            sender: Some(sender),
+            dropped,
+            written,
+            writer: Some(writer),
+            stuck: AtomicBool::new(false),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -109,21 +126,45 @@ impl Audit {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Waits until every record queued so far is written (used at shutdown).
-    pub fn flush(&self) {
-        if let Some(sender) = &self.sender {
-            let (ack, done) = sync_channel(1);
-            if sender.send(Message::Flush(ack)).is_ok() {
-                let _ = done.recv();
+    /// Waits until every record queued so far is written, or `timeout` passes: a writer stuck
+    /// on a hung disk must not hold up shutdown. Returns whether everything was written.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(sender) = &self.sender else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        let (ack, done) = sync_channel(1);
+        let mut message = Message::Flush(ack);
+        let flushed = loop {
+            match sender.try_send(message) {
+                Ok(()) => {
+                    break done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok();
+                }
+                Err(TrySendError::Disconnected(_)) => break false,
+                Err(TrySendError::Full(returned)) if Instant::now() < deadline => {
+                    message = returned;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => break false,
             }
+        };
+        if !flushed {
+            self.stuck.store(true, Ordering::Relaxed);
         }
+        flushed
     }
 
-    /// Writes out what is queued and stops the writer.
+    /// Writes out what is queued and stops the writer; a writer stuck on the disk is left
+    /// behind, with the records it holds.
     pub fn close(&mut self) {
+        let flushed = !self.stuck.load(Ordering::Relaxed) && self.flush(CLOSE_WAIT);
         self.sender = None;
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            if flushed {
+                let _ = writer.join();
+            } else {
+                tracing::warn!("the audit log could not be written out: the records still queued are lost");
+            }
         }
     }
 }
@@ -134,33 +175,70 @@ impl Drop for Audit {
     }
 }
 
-fn open(path: &Path) -> std::io::Result<BufWriter<File>> {
-    Ok(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?))
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Counts of records written and lost.
 type Counters = (Arc<AtomicU64>, Arc<AtomicU64>);
 
-fn write_loop(
-    receiver: Receiver<Message>,
-    mut file: BufWriter<File>,
-    config: AuditConfig,
-    counters: Counters,
-) {
-    let (written, dropped) = counters;
-    let mut size = std::fs::metadata(&config.path).map(|m| m.len()).unwrap_or(0);
-    loop {
-        // Block for one record, then drain what else is queued before flushing.
-        let Ok(first) = receiver.recv() else {
-            break;
-        };
+/// The audit file and the records on their way to it.
+struct Output {
+    file: File,
+    /// Bytes of whole records in the file: where it is cut back to when a write fails.
+    size: u64,
+    /// Lines not written yet, and how many records they hold.
+    buffer: Vec<u8>,
+    buffered: u64,
+    /// The last write failed; the next success is logged as the end of the outage.
+    failing: bool,
+}
+
+impl Output {
+    /// Writes the buffered lines; if the disk refuses them, they are counted as dropped and
+    /// the file is cut back so that it holds only whole lines.
+    fn write_out(&mut self, path: &Path, counters: &Counters) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let (written, dropped) = counters;
+        match self.file.write_all(&self.buffer) {
+            Ok(()) => {
+                self.size += self.buffer.len() as u64;
+                written.fetch_add(self.buffered, Ordering::Relaxed);
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(path = %path.display(), "the audit log is written again");
+                }
+            }
+            Err(e) => {
+                dropped.fetch_add(self.buffered, Ordering::Relaxed);
+                let _ = self.file.set_len(self.size);
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot write the audit log; records are dropped and counted until it is writable"
+                    );
+                }
+            }
+        }
+        self.buffer.clear();
+        self.buffered = 0;
+    }
+}
+
+fn write_loop(receiver: Receiver<Message>, file: File, config: AuditConfig, counters: Counters) {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut output = Output { file, size, buffer: Vec::new(), buffered: 0, failing: false };
+    // Block for one record, then drain what else is queued before writing.
+    while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
-        batch.extend(receiver.try_iter().take(4096));
+        batch.extend(receiver.try_iter().take(BATCH));
         for message in batch {
             let record = match message {
                 Message::Record(record) => record,
                 Message::Flush(ack) => {
-                    let _ = file.flush();
+                    output.write_out(&config.path, &counters);
                     let _ = ack.send(());
                     continue;
                 }
@@ -169,28 +247,22 @@ fn write_loop(
                 continue;
             };
             line.push(b'\n');
-            if file.write_all(&line).is_err() {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(path = %config.path.display(), "cannot write the audit log; records are lost until it is writable");
-                continue;
-            }
-            size += line.len() as u64;
-            written.fetch_add(1, Ordering::Relaxed);
-            if size >= config.max_bytes {
-                let _ = file.flush();
+            output.buffer.extend_from_slice(&line);
+            output.buffered += 1;
+            if output.size + output.buffer.len() as u64 >= config.max_bytes {
+                output.write_out(&config.path, &counters);
                 rotate(&config);
                 match open(&config.path) {
                     Ok(fresh) => {
-                        file = fresh;
-                        size = 0;
+                        output.file = fresh;
+                        output.size = 0;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot reopen the audit log after rotation"),
                 }
             }
         }
-        let _ = file.flush();
+        output.write_out(&config.path, &counters);
     }
-    let _ = file.flush();
 }
 
 fn rotate(config: &AuditConfig) {
@@ -243,6 +315,19 @@ mod tests {
         assert_eq!(line["action"], "s3:GetObject");
         assert!(line.get("eventTime").is_some());
         assert!(!dir.path().join("audit.jsonl.3").exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn records_the_disk_refuses_are_counted_as_dropped() {
+        // Every write to /dev/full fails with ENOSPC, as on a full disk.
+        let config = AuditConfig { path: "/dev/full".into(), max_bytes: u64::MAX, keep: 1, buffer: 100 };
+        let mut audit = Audit::start(Some(config)).unwrap();
+        for i in 0..10 {
+            audit.record(record(i));
+        }
+        audit.close();
+        assert_eq!((audit.written(), audit.dropped()), (0, 10));
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct LimitsFile {
     pub request_timeout_ms: Option<u64>,
     pub concurrency: Option<usize>,
     pub concurrency_per_connection: Option<usize>,
+    /// HTTP/2 streams a client may open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// by default `concurrency_per_connection`, so that a busy client waits for a stream instead
+    /// of being refused. Below 100, the first requests of a new connection may still be refused:
+    /// clients assume 100 until the server's settings reach them.
+    pub max_concurrent_streams: Option<u32>,
     pub batch_size: Option<usize>,
 }
 
@@ -135,6 +140,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub concurrency: usize,
     pub concurrency_per_connection: usize,
+    pub max_concurrent_streams: u32,
     pub batch_size: usize,
     /// `None` disables the audit log.
     pub audit: Option<crate::audit::AuditConfig>,
@@ -191,6 +197,7 @@ impl Config {
             return Err(invalid(format!("account `{account}` is not a 12-digit account id")));
         }
         let limits = file.limits.unwrap_or_default();
+        let concurrency_per_connection = limits.concurrency_per_connection.unwrap_or(1_024);
         let audit_file = file.audit.unwrap_or_default();
         let audit =
             (!overrides.no_audit && audit_file.enabled.unwrap_or(true)).then(|| crate::audit::AuditConfig {
@@ -242,7 +249,12 @@ impl Config {
             },
             request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(5_000)),
             concurrency: limits.concurrency.unwrap_or(4_096),
-            concurrency_per_connection: limits.concurrency_per_connection.unwrap_or(1_024),
+            concurrency_per_connection,
+            max_concurrent_streams: match limits.max_concurrent_streams {
+                Some(0) => return Err(invalid("limits.max_concurrent_streams must be at least 1".into())),
+                Some(streams) => streams,
+                None => u32::try_from(concurrency_per_connection).unwrap_or(u32::MAX),
+            },
             batch_size: limits.batch_size.unwrap_or(1_000),
             audit,
             telemetry,

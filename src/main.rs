@@ -30,6 +30,8 @@ enum Command {
     Sts(cli::sts::StsArgs),
     /// Console-style password sign-in, answered with temporary credentials
     Console(cli::sts::ConsoleArgs),
+    /// Load a running iamd's Authorize API and report throughput and latency percentiles
+    Bench(cli::bench::BenchArgs),
     /// Decide JSON Lines test vectors, writing one JSON line per case
     Simulate {
         /// File of cases, one JSON object per line; `-` for standard input
@@ -151,6 +153,7 @@ fn run(cli: Cli, operation: &str) -> Result<ExitCode> {
         }
         Command::Sts(args) => aws_call(client(|| cli::sts::run(args)), operation),
         Command::Console(args) => aws_call(client(|| cli::sts::console(args)), operation),
+        Command::Bench(args) => client(|| cli::bench::run(args)).map(|()| ExitCode::SUCCESS),
         Command::Simulate { cases, explain } => simulate(&cases, explain),
         Command::Policy { command: PolicyCommand::Validate { files, kind, format } } => {
             validate(&files, kind.into(), format)

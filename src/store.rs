@@ -7,8 +7,15 @@
 //!
 //! When access keys were last used is bookkeeping, not state: it goes to a second tree, is
 //! written without waiting for the disk, and is not exported.
+//!
+//! sled recovers a damaged or truncated log by silently dropping everything after the damage,
+//! which would serve an old state as if it were current. So every batch also counts the changes
+//! acknowledged so far, and the count is copied, once the batch is on disk, to a file of its own
+//! beside sled's ([`ACKNOWLEDGED_FILE`]): a store that opens with fewer changes than that file
+//! names has lost acknowledged changes, and is refused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,14 +32,34 @@ const CACHE_BYTES: u64 = 16 << 20;
 const PREFIXES: [&str; 9] =
     ["user/", "group/", "role/", "rtag/", "akey/", "mfa/", "login/", "pwpolicy/", "policy/"];
 const LAST_USED_TREE: &[u8] = b"last-used";
+/// The number of changes acknowledged so far, in the same batch as each change.
+const ACKNOWLEDGED_KEY: &[u8] = b"meta/acknowledged";
+/// The same number, written once the change is on disk; kept in the data directory so that a
+/// backup of the directory carries it along.
+pub const ACKNOWLEDGED_FILE: &str = "iamd-acknowledged";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open the data directory `{path}`: {source}; check that it exists, is writable, \
-         and is not used by another iamd process"
+        "cannot open the data directory `{path}`: {}; check that it exists, is writable, and is \
+         not used by another iamd process",
+        describe(error)
     )]
-    Open { path: PathBuf, source: sled::Error },
+    Open { path: PathBuf, error: sled::Error },
+    #[error(
+        "the data directory `{path}` is damaged ({}): restore it from a backup, or move it away and \
+         import an export (`iamd admin import`)",
+        describe(error)
+    )]
+    Damaged { path: PathBuf, error: sled::Error },
+    #[error(
+        "the data directory `{path}` has lost acknowledged changes: it holds {found} of the \
+         {acknowledged} changes iamd acknowledged, so its files were truncated, damaged or replaced. \
+         Restore it from a backup, or move it away and import an export (`iamd admin import`); to \
+         serve what it still holds instead, delete `{witness}`",
+        witness = path.join(ACKNOWLEDGED_FILE).display()
+    )]
+    Lost { path: PathBuf, found: u64, acknowledged: u64 },
     #[error(
         "the data directory `{path}` has schema version {found}, newer than the {supported} this \
          iamd supports: run a newer iamd, or export with it and import here"
@@ -43,15 +70,40 @@ pub enum StoreError {
          restore it from an export (`iamd admin import`) or a backup"
     )]
     Corrupt { key: String, message: String },
-    #[error("storage error: {0}; check that the data directory's disk is writable and not full")]
-    Io(#[from] sled::Error),
-    /// The change was written but the flush to disk failed: it is applied, but may not survive
-    /// a crash.
+    /// sled stops writing after its first failed write, until it is opened again.
     #[error(
-        "the change was applied but could not be flushed to disk ({0}); it may not survive a \
-         crash: check that the data directory's disk is writable and not full"
+        "the data directory cannot be written ({}): check that its disk is writable and not full, \
+         then restart iamd, which takes no changes until then",
+        describe(.0)
+    )]
+    Io(sled::Error),
+    /// The change was written but the flush to disk failed: it is applied, but may not survive
+    /// a restart.
+    #[error(
+        "the change was applied but could not be flushed to disk ({}); it may be lost when iamd \
+         restarts: check that the data directory's disk is writable and not full, then restart iamd",
+        describe(.0)
     )]
     NotFlushed(sled::Error),
+}
+
+// Not `#[from]`: the message already tells the cause, which would otherwise be printed twice.
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> StoreError {
+        StoreError::Io(error)
+    }
+}
+
+/// sled shows I/O errors in their debug form (`Os { code: 28, ... }`), and its copies of one
+/// keep only that text and the kind: the kind reads better ("no storage space").
+fn describe(error: &sled::Error) -> String {
+    match error {
+        sled::Error::Io(e) if e.raw_os_error().is_none() && e.kind() != std::io::ErrorKind::Other => {
+            e.kind().to_string()
+        }
+        sled::Error::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// One change to the stored state.
@@ -80,6 +132,10 @@ pub enum Write {
 pub struct Store {
     db: sled::Db,
     last_used: sled::Tree,
+    /// The data directory, where [`ACKNOWLEDGED_FILE`] is.
+    path: PathBuf,
+    /// Changes committed so far; held while committing, so that counts are written in order.
+    acknowledged: Mutex<u64>,
 }
 
 fn entity_key(kind: &str, account: &str, name: &str) -> Vec<u8> {
@@ -106,23 +162,50 @@ fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, StoreError> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            result => return result.map_err(|source| StoreError::Open { path: path.to_path_buf(), source }),
+            Err(error @ sled::Error::Corruption { .. }) => {
+                return Err(StoreError::Damaged { path: path.to_path_buf(), error });
+            }
+            result => return result.map_err(|error| StoreError::Open { path: path.to_path_buf(), error }),
         }
     }
+}
+
+fn read_count(bytes: &[u8], key: &str) -> Result<u64, StoreError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| StoreError::Corrupt { key: key.into(), message: "not a number".into() })
+}
+
+/// Replaces the acknowledged count atomically: a crash leaves the old count or the new one.
+fn write_acknowledged(dir: &Path, count: u64) -> std::io::Result<()> {
+    let temporary = dir.join(format!("{ACKNOWLEDGED_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, format!("{count}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(ACKNOWLEDGED_FILE))
 }
 
 impl Store {
     /// Opens (or creates) the data directory, refusing one written by a newer schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = open_waiting_for_lock(path)?;
+        // Checked before anything is written: an emptied store must not look like a new one.
+        let found =
+            db.get(ACKNOWLEDGED_KEY)?.map(|bytes| read_count(&bytes, "meta/acknowledged")).transpose()?;
+        let witness = match std::fs::read(path.join(ACKNOWLEDGED_FILE)) {
+            Ok(bytes) => Some(read_count(&bytes, ACKNOWLEDGED_FILE)?),
+            // A new directory, or one written before iamd kept the count.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Open { path: path.to_path_buf(), error: e.into() }),
+        };
+        let found = found.unwrap_or(0);
+        if let Some(acknowledged) = witness.filter(|acknowledged| *acknowledged > found) {
+            return Err(StoreError::Lost { path: path.to_path_buf(), found, acknowledged });
+        }
         match db.get(SCHEMA_KEY)? {
             Some(bytes) => {
-                let found = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(
-                    || StoreError::Corrupt {
-                        key: "meta/schema_version".into(),
-                        message: "not a number".into(),
-                    },
-                )?;
+                let found = u32::try_from(read_count(&bytes, "meta/schema_version")?).unwrap_or(u32::MAX);
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::NewerSchema {
                         path: path.to_path_buf(),
@@ -137,7 +220,7 @@ impl Store {
             }
         }
         let last_used = db.open_tree(LAST_USED_TREE)?;
-        Ok(Store { db, last_used })
+        Ok(Store { db, last_used, path: path.to_path_buf(), acknowledged: Mutex::new(found) })
     }
 
     /// Reads everything stored.
@@ -219,8 +302,18 @@ impl Store {
                 }
             }
         }
+        let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = *acknowledged + 1;
+        batch.insert(ACKNOWLEDGED_KEY, count.to_string().as_bytes());
         self.db.apply_batch(batch)?;
+        // The batch is in sled from here on, flushed or not: the next one counts after it.
+        *acknowledged = count;
         self.db.flush().map_err(StoreError::NotFlushed)?;
+        // A count behind the store is harmless (it is checked for being ahead), so a failure
+        // here does not undo an acknowledgement the store can honour.
+        if let Err(e) = write_acknowledged(&self.path, count) {
+            tracing::warn!(error = %e, path = %self.path.display(), "cannot record the count of acknowledged changes");
+        }
         Ok(())
     }
 
@@ -298,6 +391,31 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let state = store.load().unwrap();
         assert_eq!(state.users, vec![user("Alice")]);
+    }
+
+    #[test]
+    fn refuses_a_store_that_lost_acknowledged_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.apply(&[Write::PutUser(user("alice"))]).unwrap();
+            store.apply(&[Write::PutUser(user("bob"))]).unwrap();
+        }
+        // sled's files replaced by empty ones, as a lost volume would be; the count stays.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() != ACKNOWLEDGED_FILE {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(path).unwrap();
+                } else {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        }
+        let error = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("holds 0 of the 2 changes iamd acknowledged"), "{error}");
+        std::fs::remove_file(dir.path().join(ACKNOWLEDGED_FILE)).unwrap();
+        assert!(Store::open(dir.path()).unwrap().load().unwrap().users.is_empty());
     }
 
     #[test]

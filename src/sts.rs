@@ -429,7 +429,7 @@ impl Sts<'_> {
         request: WebIdentityRequest,
     ) -> Result<(Issued, VerifiedToken), StsError> {
         check_name("roleSessionName", &request.role_session_name)?;
-        let (account, role_name) = parse_role_arn(&request.role_arn)?;
+        parse_role_arn(&request.role_arn)?;
         let duration =
             if request.duration_seconds == 0 { DEFAULT_ROLE_DURATION } else { request.duration_seconds };
         if !(MIN_DURATION..=43_200).contains(&duration) {
@@ -442,6 +442,29 @@ impl Sts<'_> {
         let token = web
             .verify(&request.web_identity_token)
             .map_err(|e| StsError { code: e.code, message: e.message })?;
+        let mut session =
+            self.web_identity_session(&token, &request.role_arn, &request.role_session_name, duration)?;
+        session.policy = request.policy;
+        session.policy_arns = request.policy_arns;
+        let packed_policy_size = packed_size(&session)?;
+        let session_token = session.seal(self.keyring);
+        Ok((Issued { session: Arc::new(session), session_token, packed_policy_size }, token))
+    }
+
+    /// A session of `role_arn` for a verified OpenID Connect token, as
+    /// AssumeRoleWithWebIdentity gives it: the role's trust policy must allow the token's
+    /// provider (`Federated`) `sts:AssumeRoleWithWebIdentity`, with the token's `aud`, `sub`,
+    /// `azp` and `amr` as `PROVIDER:aud` and so on. Envoy's checks use it for bearer tokens a
+    /// route file maps to a role.
+    pub fn web_identity_session(
+        &self,
+        token: &VerifiedToken,
+        role_arn: &str,
+        session_name: &str,
+        duration: u32,
+    ) -> Result<Session, StsError> {
+        check_name("roleSessionName", session_name)?;
+        let (account, role_name) = parse_role_arn(role_arn)?;
         let provider_arn = token.provider.arn(account);
         let name = &token.provider.name;
         let mut context = Context::default();
@@ -457,11 +480,11 @@ impl Sts<'_> {
             };
             context.insert(&format!("{name}:amr"), values);
         }
-        context.insert("sts:RoleSessionName", [request.role_session_name.as_str()]);
+        context.insert("sts:RoleSessionName", [session_name]);
         let query = Query {
             principal: &provider_arn,
             action: "sts:AssumeRoleWithWebIdentity",
-            resource: &request.role_arn,
+            resource: role_arn,
             resource_account: "",
             context,
             explain: true,
@@ -478,15 +501,10 @@ impl Sts<'_> {
             .iam
             .get_role(account, role_name)
             .map_err(|_| access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity"))?;
-        if role.arn() != request.role_arn {
+        if role.arn() != role_arn {
             return Err(access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity"));
         }
-        let mut session = self.role_session(&role, &request.role_session_name, duration, false)?;
-        session.policy = request.policy;
-        session.policy_arns = request.policy_arns;
-        let packed_policy_size = packed_size(&session)?;
-        let session_token = session.seal(self.keyring);
-        Ok((Issued { session: Arc::new(session), session_token, packed_policy_size }, token))
+        self.role_session(&role, session_name, duration, false)
     }
 
     /// GetSessionToken: temporary credentials for a user (or root) with long-term keys, with

@@ -170,6 +170,14 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
                     {"method": "GET", "path": "/partners/{key+}", "action": "s3:GetObject", "resource": "arn:aws:s3:::partners/{key}"}]}"#
                     .to_string(),
             ),
+            (
+                "routes/team.json",
+                format!(
+                    r#"{{"hosts": ["team.example.com"],
+                    "web_identities": [{{"issuer": "https://token.example.com", "role": "arn:aws:iam::{ACCOUNT}:role/partner-app"}}],
+                    "rules": [{{"method": "GET", "path": "/team/{{key+}}", "action": "s3:GetObject", "resource": "arn:aws:s3:::team/{{key}}"}}]}}"#
+                ),
+            ),
         ]
     };
     write_bundle(bundle.path(), &files(""));
@@ -199,6 +207,34 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         &["--no-audit", "--config", config.to_str().unwrap()],
     );
     let alice = sidecar.user_with_key("alice", &[&format!("arn:aws:iam::{ACCOUNT}:policy/Reports")]).await;
+    // On team.example.com, tokens of the provider act as sessions of this role, which trusts
+    // partner-1 only.
+    let mut admin = sidecar.admin().await;
+    admin
+        .create_role(proto::CreateRoleRequest {
+            role_name: "partner-app".into(),
+            assume_role_policy_document: format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
+                "Principal": {{"Federated": "arn:aws:iam::{ACCOUNT}:oidc-provider/token.example.com"}},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {{"StringEquals": {{"token.example.com:aud": "partners", "token.example.com:sub": "partner-1"}}}}}}}}"#
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_role_policy(proto::PutPolicyRequest {
+            name: "partner-app".into(),
+            policy_name: "team".into(),
+            policy_document:
+                r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::team/*"}}"#
+                    .into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
 
     let (app_port, seen) = upstream();
     let port = free_port();
@@ -282,6 +318,24 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     );
     assert_eq!(bearer(&lines[2]).await.unwrap().status(), 403);
     assert_eq!(bearer("not-a-token").await.unwrap().status(), 401);
+    // On team.example.com the token is a session of partner-app, named by its subject, decided
+    // by the role's policies; partner-2's token is refused by the role's trust policy.
+    let team = |token: &str| {
+        client
+            .get(format!("http://127.0.0.1:{port}/team/plan.txt"))
+            .header("host", "team.example.com")
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    assert_eq!(team(&lines[1]).await.unwrap().status(), 200);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        &format!("arn:aws:sts::{ACCOUNT}:assumed-role/partner-app/partner-1")
+    );
+    let refused = team(&lines[2]).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("cannot act as arn:aws:iam::111122223333:role/partner-app"), "{body}");
 
     // A new policy arrives while Envoy keeps asking: bob's reports open up.
     write_bundle(bundle.path(), &files(r#", "arn:aws:s3:::reports/bob/*""#));
@@ -299,8 +353,8 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The upstream saw exactly the allowed requests: own, public, partner-1, and bob's after the
-    // reload.
+    // The upstream saw exactly the allowed requests: own, public, partner-1 twice, and bob's
+    // after the reload.
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len() - allowed_before, 4, "{seen:?}");
+    assert_eq!(seen.len() - allowed_before, 5, "{seen:?}");
 }

@@ -570,3 +570,66 @@ async fn sigterm_stops_cleanly_and_export_import_round_trip() {
     let groups = admin.list_groups_for_user(entity("alice")).await.unwrap().into_inner().groups;
     assert_eq!(groups[0].group_name, "ops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits_hold_with_errors_that_name_the_limit() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &["--no-audit"]);
+    let mut authorizer = sidecar.authorizer().await;
+    let refused = |status: tonic::Status, code: Code, needle: &str| {
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(needle), "`{}` should name {needle}", status.message());
+    };
+
+    let mut keys = request(ALICE, "s3:GetObject", "*");
+    for i in 0..129 {
+        keys.context.insert(format!("app:key{i}"), string("v"));
+    }
+    refused(
+        authorizer.authorize(keys).await.unwrap_err(),
+        Code::InvalidArgument,
+        "more than the 128 allowed",
+    );
+    let mut values = request(ALICE, "s3:GetObject", "*");
+    values.context.insert(
+        "app:many".into(),
+        proto::ContextValues { values: (0..257).map(|i| string(&i.to_string()).values.remove(0)).collect() },
+    );
+    refused(
+        authorizer.authorize(values).await.unwrap_err(),
+        Code::InvalidArgument,
+        "more than the 256 allowed",
+    );
+    let mut large = request(ALICE, "s3:GetObject", "*");
+    large.context.insert("app:large".into(), string(&"x".repeat(4_097)));
+    refused(
+        authorizer.authorize(large).await.unwrap_err(),
+        Code::InvalidArgument,
+        "more than the 4096 allowed",
+    );
+
+    let batch = proto::BatchAuthorizeRequest {
+        requests: (0..1_001).map(|_| request(ALICE, "s3:GetObject", "arn:aws:s3:::b/k")).collect(),
+    };
+    refused(
+        authorizer.batch_authorize(batch).await.unwrap_err(),
+        Code::InvalidArgument,
+        "more than the 1000",
+    );
+
+    // A message over gRPC's 4 MiB is refused before it is decoded, and the server goes on.
+    let oversized = request(ALICE, "s3:GetObject", &format!("arn:aws:s3:::b/{}", "k".repeat(5 << 20)));
+    refused(authorizer.authorize(oversized).await.unwrap_err(), Code::OutOfRange, "4194304");
+    let fine = authorizer.authorize(request(ALICE, "s3:GetObject", "arn:aws:s3:::b/k")).await.unwrap();
+    assert!(!fine.into_inner().revision.is_empty());
+
+    // An inline policy over the user limit of 2,048 characters is refused as AWS does.
+    let mut admin = sidecar.admin().await;
+    admin.create_user(create_user("limits")).await.unwrap();
+    let statement = r#"{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bucket/key"}"#;
+    let statements = vec![statement; 40].join(",");
+    let document = format!(r#"{{"Version": "2012-10-17", "Statement": [{statements}]}}"#);
+    let status = admin.put_user_policy(put_policy("limits", "big", &document)).await.unwrap_err();
+    assert_eq!(error_code(&status), "LimitExceeded", "{status:?}");
+    assert!(status.message().contains("2048"), "{}", status.message());
+}

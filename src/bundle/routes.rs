@@ -5,6 +5,7 @@
 //! ```json
 //! {"hosts": ["api.example.com"], "public": ["/healthz"],
 //!  "identities": [{"spiffe": "spiffe://cluster.local/ns/*/sa/reports", "principal": "arn:aws:iam::111122223333:role/reports"}],
+//!  "web_identities": [{"issuer": "https://token.example.com", "role": "arn:aws:iam::111122223333:role/partners"}],
 //!  "rules": [{"method": "GET", "path": "/buckets/{bucket}/objects/{key+}",
 //!             "action": "s3:GetObject", "resource": "arn:aws:s3:::{bucket}/{key}",
 //!             "headers": {"x-api-version": "2"},
@@ -30,7 +31,18 @@ struct RouteFileText {
     #[serde(default)]
     identities: Vec<IdentityText>,
     #[serde(default)]
+    web_identities: Vec<WebIdentityText>,
+    #[serde(default)]
     rules: Vec<RuleText>,
+}
+
+/// Bearer tokens of `issuer` act as sessions of `role`, as AssumeRoleWithWebIdentity would
+/// give them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebIdentityText {
+    issuer: String,
+    role: String,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +98,8 @@ struct RouteFile {
     hosts: Vec<String>,
     public: Vec<String>,
     identities: Vec<(String, String)>,
+    /// (issuer, role ARN)
+    web_identities: Vec<(String, String)>,
     rules: Vec<Rule>,
 }
 
@@ -245,6 +259,17 @@ impl RouteMap {
             .map(|(_, principal)| principal.as_str())
     }
 
+    /// The role a bearer token of `issuer` acts as on `host`, by the first matching entry; none
+    /// means the token's provider is the (federated) principal.
+    pub fn web_identity_role(&self, host: &str, issuer: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .filter(|f| f.hosts.iter().any(|p| host_matches(p, host)))
+            .flat_map(|f| &f.web_identities)
+            .find(|(trusted, _)| trusted.trim_end_matches('/') == issuer.trim_end_matches('/'))
+            .map(|(_, role)| role.as_str())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
@@ -277,6 +302,29 @@ impl RouteMap {
                 errors.push(error(file, format!("identities[{i}]: `principal`: {e}")));
             }
             identities.push((identity.spiffe.clone(), identity.principal.clone()));
+        }
+        let mut web_identities = Vec::new();
+        for (i, web) in parsed.web_identities.iter().enumerate() {
+            if !web.issuer.starts_with("https://") {
+                errors.push(error(
+                    file,
+                    format!(
+                        "web_identities[{i}]: `issuer` must be the https:// URL of a configured OIDC provider"
+                    ),
+                ));
+            }
+            let is_role =
+                matches!(crate::eval::Principal::parse(&web.role), Ok(crate::eval::Principal::Role { .. }));
+            if !is_role {
+                errors.push(error(
+                    file,
+                    format!(
+                        "web_identities[{i}]: `role` must be a role ARN such as arn:aws:iam::111122223333:role/NAME, not `{}`",
+                        web.role
+                    ),
+                ));
+            }
+            web_identities.push((web.issuer.clone(), web.role.clone()));
         }
         let mut rules = Vec::new();
         for (i, rule) in parsed.rules.iter().enumerate() {
@@ -368,7 +416,13 @@ impl RouteMap {
             });
         }
         if errors.len() == before {
-            self.files.push(RouteFile { hosts: parsed.hosts, public: parsed.public, identities, rules });
+            self.files.push(RouteFile {
+                hosts: parsed.hosts,
+                public: parsed.public,
+                identities,
+                web_identities,
+                rules,
+            });
         }
     }
 }
@@ -463,5 +517,35 @@ mod tests {
             Some("arn:aws:iam::111122223333:role/reports")
         );
         assert_eq!(routes.spiffe_principal("h", "spiffe://cluster.local/ns/prod/sa/other"), None);
+    }
+
+    #[test]
+    fn web_identities_map_issuers_to_roles_per_host() {
+        let mut routes = RouteMap::default();
+        let mut errors = Vec::new();
+        routes.add(
+            "routes/partners.json",
+            r#"{"hosts": ["api.example.com"], "web_identities": [{"issuer": "https://token.example.com/", "role": "arn:aws:iam::111122223333:role/partners"}]}"#,
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            routes.web_identity_role("api.example.com", "https://token.example.com"),
+            Some("arn:aws:iam::111122223333:role/partners")
+        );
+        assert_eq!(routes.web_identity_role("other.example.com", "https://token.example.com"), None);
+        assert_eq!(routes.web_identity_role("api.example.com", "https://other.example.com"), None);
+
+        routes.add(
+            "routes/bad.json",
+            r#"{"hosts": ["*"], "web_identities": [{"issuer": "token.example.com", "role": "arn:aws:iam::111122223333:user/alice"}]}"#,
+            &mut errors,
+        );
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("routes/bad.json") && messages[0].contains("web_identities[0]: `issuer`")
+        );
+        assert!(messages[1].contains("`role` must be a role ARN") && messages[1].contains("user/alice"));
     }
 }

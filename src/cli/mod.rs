@@ -1,6 +1,7 @@
 //! Commands that talk to a running sidecar, and `serve` itself.
 
 pub mod admin;
+pub mod bench;
 pub mod sts;
 
 use std::collections::HashMap;
@@ -82,10 +83,63 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let telemetry = Telemetry::init(&config.telemetry)?;
+        // Before anything is written: the master key file, the data directory, the audit log.
+        survive_file_size_limit();
         let result = iamd::server::run(config, shutdown_signal(), |_| {}).await;
-        telemetry.shutdown();
+        // Exporting what is pending waits for the collector, for up to its export timeout per
+        // signal: a hung collector must not hold up the exit.
+        let (exported, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            telemetry.shutdown();
+            let _ = exported.send(());
+        });
+        if done.recv_timeout(TELEMETRY_EXPORT_WAIT).is_err() {
+            tracing::warn!("the OpenTelemetry collector did not take the last spans and metrics in time");
+        }
         Ok(result?)
     })
+}
+
+/// How long stopping waits for the last spans and metrics to be exported.
+const TELEMETRY_EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// SIGXFSZ, which neither std nor tokio names: 31 on MIPS Linux, 25 everywhere else iamd runs.
+#[cfg(unix)]
+const SIGXFSZ: i32 = if cfg!(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "mips32r6",
+    target_arch = "mips64r6"
+)) {
+    31
+} else {
+    25
+};
+
+/// A write past the file size limit (`ulimit -f`, RLIMIT_FSIZE, as a container runtime may
+/// set) raises SIGXFSZ, whose default action kills the process: the sidecar would vanish with
+/// every decision it serves. Handled, the write fails with EFBIG like a write to a full disk:
+/// admin writes are refused with an error, audit records are counted as dropped, and decisions
+/// go on from memory.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::from_raw(SIGXFSZ)) {
+            Ok(mut exceeded) => {
+                tokio::spawn(async move {
+                    if exceeded.recv().await.is_some() {
+                        tracing::warn!(
+                            "a write reached the file size limit (ulimit -f); writes past it fail"
+                        );
+                    }
+                    // Keep receiving: the handler stays installed, and the stream is drained.
+                    while exceeded.recv().await.is_some() {}
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ; a file size limit will stop iamd"),
+        }
+    }
 }
 
 /// SIGTERM or Ctrl-C.

@@ -25,8 +25,8 @@ pub enum IamError {
     /// A credential check failed (a wrong or reused MFA code, a wrong password).
     #[error("{0}")]
     AccessDenied(String),
-    /// The store failed; nothing was changed.
-    #[error("the change could not be stored, nothing was changed: {0}")]
+    /// The store failed; the message says whether the change took effect.
+    #[error("{0}")]
     ServiceFailure(String),
 }
 

@@ -167,11 +167,15 @@ pub struct Iam {
 }
 
 fn storage(e: StoreError) -> IamError {
-    IamError::ServiceFailure(e.to_string())
+    match e {
+        // Written, but not known to be on disk: applied, so "nothing was changed" would be wrong.
+        StoreError::NotFlushed(_) => IamError::ServiceFailure(e.to_string()),
+        e => not_changed(e),
+    }
 }
 
 fn not_changed(e: StoreError) -> IamError {
-    IamError::ServiceFailure(format!("nothing was changed: {e}"))
+    IamError::ServiceFailure(format!("the change could not be stored, nothing was changed: {e}"))
 }
 
 fn compile_inline(owner: &str, inline: &BTreeMap<String, String>) -> Result<Vec<Arc<Policy>>, IamError> {
@@ -283,11 +287,10 @@ impl Iam {
     /// reported as a failure.
     fn commit(&self, state: &mut State, writes: Vec<Write>) -> Result<(), IamError> {
         let stored = self.store.apply(&writes);
-        if let Err(e) = &stored
-            && !matches!(e, StoreError::NotFlushed(_))
-        {
-            return Err(IamError::ServiceFailure(e.to_string()));
-        }
+        let stored = match stored {
+            Err(e) if !matches!(e, StoreError::NotFlushed(_)) => return Err(not_changed(e)),
+            stored => stored,
+        };
         for write in writes {
             apply(state, write);
         }

@@ -331,6 +331,31 @@ impl Core {
                     format!("{}: {}", e.code, e.message),
                 )
             })?;
+            if let Some(role) =
+                snapshot.bundle.routes.web_identity_role(host, &verified.provider.config.issuer)
+            {
+                let sts =
+                    crate::sts::Sts { snapshot, iam: &self.iam, keyring: self.authenticator.keyring(), now };
+                let session = sts
+                    .web_identity_session(
+                        &verified,
+                        role,
+                        &session_name(&verified.claims.sub),
+                        crate::sts::DEFAULT_ROLE_DURATION,
+                    )
+                    .map_err(|e| {
+                        AuthError::new(
+                            crate::credentials::sigv4::ErrorCode::AccessDenied,
+                            format!("the token cannot act as {role}: {}", e.message),
+                        )
+                    })?;
+                return Ok(Identity::Signed(Authenticated {
+                    access_key_id: session.access_key_id.clone(),
+                    caller: crate::credentials::Caller::Session(Arc::new(session)),
+                    service: "sts".into(),
+                    region: crate::client::REGION.into(),
+                }));
+            }
             let name = &verified.provider.name;
             let context = vec![
                 (format!("{name}:aud"), verified.audience.clone()),
@@ -347,7 +372,34 @@ impl Core {
     }
 }
 
+/// A role session name from a token's subject: AWS allows `[\w+=,.@-]`, 2 to 64 characters.
+fn session_name(subject: &str) -> String {
+    let mut name: String = subject
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+        .take(64)
+        .collect();
+    while name.len() < 2 {
+        name.push('-');
+    }
+    name
+}
+
 /// `iamd.v1.Authorizer`'s neighbour on the decision listener.
 pub fn service(core: Arc<Core>) -> envoy_types::ext_authz::v3::pb::AuthorizationServer<ExtAuthzService> {
     envoy_types::ext_authz::v3::pb::AuthorizationServer::new(ExtAuthzService::new(core))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_name;
+
+    #[test]
+    fn session_names_keep_what_aws_allows_of_the_subject() {
+        assert_eq!(session_name("partner-1"), "partner-1");
+        assert_eq!(session_name("alice@example.com"), "alice@example.com");
+        assert_eq!(session_name("repo:acme/app:ref:refs/heads/main"), "repo-acme-app-ref-refs-heads-main");
+        assert_eq!(session_name("7"), "7-");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+    }
 }

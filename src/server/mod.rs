@@ -9,7 +9,7 @@ mod authorizer;
 mod console;
 mod convert;
 mod ext_authz;
-mod query;
+pub mod query;
 mod request_id;
 mod sts;
 pub mod tls;
@@ -38,6 +38,9 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
+/// How the Authorizer reads a request's typed context values (public for the request-decoding
+/// fuzz target, which feeds it hostile messages).
+pub use convert::context as decode_context;
 pub use request_id::REQUEST_ID;
 
 /// Why the sidecar could not start or stopped with an error.
@@ -277,7 +280,7 @@ impl Core {
         let source = self.source.clone();
         let current = self.snapshot.load().as_ref().map(|s| s.bundle.digest);
         let compiled = tokio::task::spawn_blocking(move || {
-            let files = source.read().map_err(|e| vec![e.to_string()])?;
+            let files = read_settled(&source)?;
             if Some(crate::bundle::source_digest(&files)) == current {
                 return Ok(None);
             }
@@ -303,10 +306,11 @@ impl Core {
                     let errors = vec![format!(
                         "publishing bundle {revision} failed unexpectedly; the last good snapshot keeps serving"
                     )];
+                    // The errors first: status shows them once it shows the failure.
+                    set_lock(&self.last_reload_errors, errors.clone());
                     self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                     self.metrics.reload(false);
                     tracing::error!("{}", errors[0]);
-                    set_lock(&self.last_reload_errors, errors.clone());
                     return Err(errors);
                 }
                 self.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +325,8 @@ impl Core {
                 Ok(())
             }
             Err(errors) => {
+                // The errors first: status shows them once it shows the failure.
+                set_lock(&self.last_reload_errors, errors.clone());
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reload(false);
                 for error in &errors {
@@ -335,7 +341,6 @@ impl Core {
                         "no snapshot is loaded: decisions are UNAVAILABLE"
                     }
                 );
-                set_lock(&self.last_reload_errors, errors.clone());
                 Err(errors)
             }
         }
@@ -409,6 +414,27 @@ fn show_root_credentials(
         }
     }
     Ok(())
+}
+
+/// Reads of a bundle that must agree before it is compiled.
+const SETTLE_READS: usize = 5;
+
+/// Reads the bundle until two reads in a row agree: one replaced while it is read (files
+/// rewritten one by one, a directory or symbolic link swapped) would otherwise be compiled half
+/// old, half new. A bundle that keeps changing is left to the reload its next change brings.
+fn read_settled(source: &BundleSource) -> Result<std::collections::BTreeMap<String, String>, Vec<String>> {
+    let read = || source.read().map_err(|e| vec![e.to_string()]);
+    let mut files = read()?;
+    for _ in 1..SETTLE_READS {
+        let again = read()?;
+        if again == files {
+            return Ok(files);
+        }
+        files = again;
+    }
+    Err(vec![format!(
+        "the bundle changed each of the {SETTLE_READS} times it was read; it is read again at its next change"
+    )])
 }
 
 fn set_lock<T>(lock: &Mutex<T>, value: T) {
@@ -511,18 +537,34 @@ pub async fn run(
     let _ = core.reload().await;
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
-    let _watch = match &source {
-        BundleSource::Directory(path) | BundleSource::TarGz(path) => {
-            Some(crate::bundle::watch::watch(path, config.reload_debounce, reload_tx.clone()).map_err(
-                |e| ServeError::Watch { path: path.display().to_string(), message: e.to_string() },
-            )?)
-        }
+    let watched = match &source {
+        BundleSource::Directory(path) | BundleSource::TarGz(path) => Some(path.clone()),
         BundleSource::Embedded => None,
     };
+    let (debounce, changes) = (config.reload_debounce, reload_tx.clone());
+    let watch = move |path: &std::path::Path| crate::bundle::watch::watch(path, debounce, changes.clone());
+    let mut _watching =
+        match &watched {
+            Some(path) => Some(watch(path).map_err(|e| ServeError::Watch {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
     spawn_sighup(reload_tx);
     let reloader = core.clone();
     tokio::spawn(async move {
         while reload_rx.recv().await.is_some() {
+            // Watched afresh before it is read: a bundle directory deleted and created again, or
+            // a symbolic link pointed at another directory, is one the old watch does not see into.
+            if let Some(path) = &watched {
+                match watch(path) {
+                    Ok(fresh) => _watching = Some(fresh),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch the bundle again; changes may need a SIGHUP")
+                    }
+                }
+            }
             let _ = reloader.reload().await;
         }
     });
@@ -568,6 +610,7 @@ pub async fn run(
         Server::builder()
             .timeout(config.request_timeout)
             .concurrency_limit_per_connection(config.concurrency_per_connection)
+            .max_concurrent_streams(config.max_concurrent_streams)
             .load_shed(true)
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.concurrency))
             .layer(request_id::RequestIdLayer)
@@ -591,7 +634,7 @@ pub async fn run(
         connections: tls::accept(query_listener, tls.clone(), tls::Protocol::Http1),
         local: query_addr,
     };
-    let query_server = query::serve(query_connections, core.clone(), limits, stopped(stop_rx));
+    let query_server = query::serve(query_connections, core.clone(), limits, stopped(stop_rx.clone()));
 
     tracing::info!(
         authorizer = %authorizer_addr,
@@ -603,17 +646,41 @@ pub async fn run(
         "iamd is serving"
     );
     ready(Bound { authorizer: authorizer_addr, admin: admin_addr, query: query_addr });
-    let (a, b, c) = tokio::join!(authorizer_server, admin_server, query_server);
+    // The servers return once every connection has closed, and a connection that never sent a
+    // request (or holds a health watch open) never does. Requests end within the request
+    // timeout, so once it has passed after the signal, the connections left are closed.
+    let drain = config.request_timeout + DRAIN_MARGIN;
+    let drained = async move {
+        stopped(stop_rx).await;
+        tokio::time::sleep(drain).await;
+    };
+    let servers = tokio::select! {
+        results = async { tokio::join!(authorizer_server, admin_server, query_server) } => Some(results),
+        () = drained => {
+            tracing::warn!(drain_ms = drain.as_millis() as u64, "closing the connections still open after the requests in flight");
+            None
+        }
+    };
     // Flush whatever happened to the servers.
     tracing::info!("stopping: flushing the audit log and the store");
-    core.audit.flush();
+    if !core.audit.flush(AUDIT_FLUSH_WAIT) {
+        tracing::warn!("the audit log could not be written out before stopping: queued records are lost");
+    }
     core.record_last_used();
     core.iam.flush()?;
-    a?;
-    b?;
-    c.map_err(ServeError::Query)?;
+    if let Some((a, b, c)) = servers {
+        a?;
+        b?;
+        c.map_err(ServeError::Query)?;
+    }
     Ok(())
 }
+
+/// How long after the request timeout connections are given to close at shutdown.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long shutdown waits for the audit log to be written out (a hung disk must not stop it).
+const AUDIT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(unix)]
 fn spawn_sighup(reload: mpsc::Sender<()>) {

@@ -30,11 +30,43 @@ fn address_after(line: &str, key: &str) -> Option<SocketAddr> {
     line[start..].split_whitespace().next()?.parse().ok()
 }
 
+/// An `iamd serve` that exited instead of serving.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: std::process::ExitStatus,
+    pub log: Vec<String>,
+}
+
 impl Sidecar {
     /// Starts `iamd serve` on ephemeral loopback ports and waits until it serves. The master
     /// key and the root's credentials are kept beside the store, in `data`.
     pub fn start(data: &Path, bundle: Option<&Path>, extra: &[&str]) -> Sidecar {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_iamd"));
+        Sidecar::try_start(data, bundle, extra, None)
+            .unwrap_or_else(|exited| panic!("iamd did not start: {exited:#?}"))
+    }
+
+    /// Starts `iamd serve` and waits until it serves or exits. With `file_size_limit` (`ulimit
+    /// -f`), a write that would make any file longer than that many bytes fails with EFBIG, as a
+    /// write to a full disk fails with ENOSPC.
+    pub fn try_start(
+        data: &Path,
+        bundle: Option<&Path>,
+        extra: &[&str],
+        file_size_limit: Option<u64>,
+    ) -> Result<Sidecar, Exited> {
+        let iamd = env!("CARGO_BIN_EXE_iamd");
+        let mut command = match file_size_limit {
+            None => Command::new(iamd),
+            Some(bytes) => {
+                // POSIX `ulimit -f` counts 512-byte blocks; `exec` keeps the process id iamd's.
+                let mut command = Command::new("sh");
+                command
+                    .args(["-c", "ulimit -f \"$0\" && exec \"$@\""])
+                    .arg((bytes / 512).to_string())
+                    .arg(iamd);
+                command
+            }
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--query-listen", "127.0.0.1:0", "--data"])
@@ -54,23 +86,43 @@ impl Sidecar {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
                 if line.contains("iamd is serving") {
-                    let _ = tx.send(line.clone());
+                    let _ = tx.send(line);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("iamd did not start: {:#?}", log.lock().unwrap());
-        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            // Standard error closed: the process is exiting.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().unwrap();
+                return Err(Exited { status, log: log.lock().unwrap().clone() });
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("iamd did not start: {:#?}", log.lock().unwrap());
+            }
+        };
         let authorizer = address_after(&line, "authorizer=").expect("authorizer address in the log");
         let admin = address_after(&line, "admin=").expect("admin address in the log");
         let query = address_after(&line, "query=").expect("query API address in the log");
         let root =
             std::fs::read_to_string(data.join("root.env")).expect("the root's credentials were written");
         let root = iamd::client::credentials_from_file(&root).expect("the credentials file holds a key");
-        Sidecar { child, authorizer, admin, query, log, root }
+        Ok(Sidecar { child, authorizer, admin, query, log, root })
+    }
+
+    /// The process id of `iamd serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// The URL to give the aws CLI and boto3 as `--endpoint-url`.

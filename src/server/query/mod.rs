@@ -22,7 +22,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use super::Core;
 use crate::credentials::Authenticated;
 use crate::credentials::sigv4::{AuthError, ErrorCode, HttpRequest, Payload};
-use params::Params;
+pub use params::Params;
 use xml::Xml;
 
 /// The largest request accepted: policy documents are at most 10 KiB, URL-encoded.
@@ -133,7 +133,7 @@ impl From<AuthError> for QueryError {
 }
 
 /// A successful action: its result element's content.
-pub struct Answer {
+pub(crate) struct Answer {
     action: String,
     result: Xml,
 }
@@ -146,7 +146,7 @@ impl Answer {
 
 /// Serves the Query API on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish.
-pub async fn serve(
+pub(super) async fn serve(
     listener: super::tls::Accepted,
     core: Arc<Core>,
     limits: Limits,
@@ -160,7 +160,7 @@ pub async fn serve(
 }
 
 /// The listener's limits, the same as the gRPC listeners'.
-pub struct Limits {
+pub(super) struct Limits {
     pub concurrency: usize,
     pub timeout: std::time::Duration,
 }

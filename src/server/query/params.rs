@@ -22,6 +22,11 @@ impl Params {
         Params { fields }
     }
 
+    /// The names of the fields given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().map(String::as_str)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
     }
