@@ -28,16 +28,25 @@ IAMD = ROOT / "target" / "release" / "iamd"
 
 
 def run(*command, env=None, capture=False):
+    """Runs `command`; with `capture`, returns its standard output and error."""
     print("+", " ".join(command), file=sys.stderr, flush=True)
-    result = subprocess.run(command, cwd=ROOT, env=env, check=True, text=True,
+    result = subprocess.run(command, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE if capture else None,
                             stderr=subprocess.PIPE if capture else None)
-    return (result.stdout or "") + (result.stderr or "")
+    if result.returncode != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed ({result.returncode}):\n{result.stderr or ''}")
+    return result.stdout or "", result.stderr or ""
 
 
 def criterion_median_ns(name):
-    estimates = ROOT / "target" / "criterion" / name / "new" / "estimates.json"
-    return json.loads(estimates.read_text())["median"]["point_estimate"]
+    # criterion keeps a group's benchmarks under GROUP/NAME, and a lone benchmark under its
+    # name with `/` replaced.
+    base = ROOT / "target" / "criterion"
+    for directory in (base / name, base / name.replace("/", "_")):
+        estimates = directory / "new" / "estimates.json"
+        if estimates.exists():
+            return json.loads(estimates.read_text())["median"]["point_estimate"]
+    raise SystemExit(f"criterion wrote no estimates for `{name}` under {base}")
 
 
 def microseconds(ns):
@@ -47,8 +56,9 @@ def microseconds(ns):
 def in_process(quick):
     seconds = "2" if quick else "5"
     run("cargo", "bench", "--locked", "--bench", "engine", "--", "--measurement-time", seconds)
-    scale = run("cargo", "bench", "--locked", "--bench", "sidecar", "--", "--measurement-time", seconds,
-                capture=True)
+    out, err = run("cargo", "bench", "--locked", "--bench", "sidecar", "--", "--measurement-time", seconds,
+                   capture=True)
+    scale = out + err
     rows = [
         ("decision, principal with 3 small policies", "≤ 1 µs", "decide/a_three_small_policies"),
         ("decision, 10 managed policies of ~6 KB + 3 SCP levels + boundary", "≤ 3 µs",
@@ -105,9 +115,9 @@ class Server:
                 self.env[key] = value
 
     def bench(self, *flags):
-        output = run(str(IAMD), "bench", "--server-pid", str(self.process.pid), "--json", *flags,
+        out, _ = run(str(IAMD), "bench", "--server-pid", str(self.process.pid), "--json", *flags,
                      env=self.env, capture=True)
-        return json.loads(output[output.index("{"):output.rindex("}") + 1])
+        return json.loads(out)
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)

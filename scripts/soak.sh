@@ -21,7 +21,9 @@ cargo build --release --locked --bin iamd
 iamd=$PWD/target/release/iamd
 out=$PWD/target/soak
 rm -rf "$out"
-mkdir -p "$out/bundles"
+# The link iamd watches lives in a directory of its own: the watch covers the link's directory,
+# and the server's log beside it would trigger reloads.
+mkdir -p "$out/bundles" "$out/bundle"
 server=
 flipper=
 cleanup() {
@@ -44,13 +46,13 @@ write_bundle() {
     printf '{"Version": "2012-10-17", "Statement": {"Sid": "Rev%d", "Effect": "Deny", "Action": "iamd-bench:Canary", "Resource": "arn:aws:s3:::iamd-bench-canary/%d"}}\n' \
         "$n" "$denied" > "$dir/policies/BenchCanaryB.json"
     # The symlink swap Kubernetes uses for ConfigMaps: readers see the old or the new bundle.
-    ln -sfn "bundles/soak-$n" "$out/current.next"
-    mv -T "$out/current.next" "$out/current"
+    ln -sfn "../bundles/soak-$n" "$out/bundle/current.next"
+    mv -T "$out/bundle/current.next" "$out/bundle/current"
     rm -rf "$out/bundles/soak-$((n - 3))"
 }
 
 write_bundle 0
-"$iamd" serve --data "$out/data" --bundle "$out/current" --root-credentials-file "$out/root.env" \
+"$iamd" serve --data "$out/data" --bundle "$out/bundle/current" --root-credentials-file "$out/root.env" \
     --listen 127.0.0.1:50061 --admin-listen 127.0.0.1:50062 --query-listen 127.0.0.1:50063 \
     > "$out/server.log" 2>&1 &
 server=$!
@@ -84,14 +86,15 @@ status=0
 "$iamd" bench --users "$users" --revision-canary --rate "$rate" --duration "$seconds" --warmup 0 \
     --interval "$interval" --admin-write-interval-ms 100 --server-pid "$server" --json \
     > "$out/soak.json" || status=$?
-kill "$flipper"
+kill "$flipper" 2>/dev/null || true
 flipper=
 
-python3 - "$out/soak.json" "$out/server.log" "$status" <<'PY'
+python3 - "$out/soak.json" "$out/server.log" "$status" "$rate" <<'PY'
 import json, sys
 result = json.load(open(sys.argv[1]))
 log = open(sys.argv[2]).read()
 status = int(sys.argv[3])
+rate = float(sys.argv[4])
 intervals = result.get("intervals", [])
 published = log.count("bundle published")
 rejected = log.count("bundle rejected")
@@ -99,20 +102,28 @@ print(f"requests {result['requests']} at {result['throughput_per_second']}/s: "
       f"{result['errors']} failed, {result['wrong_decisions']} wrong")
 print(f"admin writes {result['admin_writes']['writes']}, failed {result['admin_writes']['failures']}")
 print(f"bundles published {published}, rejected {rejected}")
-print("minute  requests/s  p50 ms  p99 ms  p99.9 ms  server CPU µs/decision  RSS MB")
-for i in intervals:
-    l = i["latency_us"] or {}
-    print(f"{i['at_seconds']:>6.0f}  {i['throughput_per_second']:>10.0f}  {l.get('p50', 0)/1000:>6.2f}  "
-          f"{l.get('p99', 0)/1000:>6.2f}  {l.get('p99_9', 0)/1000:>8.2f}  "
-          f"{i['server_cpu_us_per_decision'] or 0:>22.1f}  {i['server_rss_mb']:>6.1f}")
+print("   at s  requests/s  p50 ms  p99 ms  p99.9 ms  p99 from schedule ms  server CPU µs/decision  RSS MB")
 failures = []
+for i in intervals:
+    l = i["latency_us"]
+    if not l:
+        failures.append(f"no answers in the interval ending at {i['at_seconds']} s")
+        continue
+    behind = (i.get("schedule_latency_us") or {}).get("p99", 0)
+    print(f"{i['at_seconds']:>7.0f}  {i['throughput_per_second']:>10.0f}  {l['p50']/1000:>6.2f}  "
+          f"{l['p99']/1000:>6.2f}  {l['p99_9']/1000:>8.2f}  {behind/1000:>20.2f}  "
+          f"{i['server_cpu_us_per_decision'] or 0:>22.1f}  {i['server_rss_mb']:>6.1f}")
+if result["throughput_per_second"] < 0.95 * rate:
+    failures.append(f"the load reached {result['throughput_per_second']}/s of the {rate:.0f}/s asked")
+if len(intervals) < 2:
+    failures.append("fewer than two intervals: too short to tell whether latency and memory stay flat")
 if status != 0 or result["errors"] or result["wrong_decisions"] or result["admin_writes"]["failures"]:
     failures.append("requests or admin writes failed, or answers were wrong")
 if rejected:
     failures.append("a bundle was rejected")
 if published < len(intervals) * 0.5 * (intervals[0]["seconds"] if intervals else 0):
     failures.append(f"only {published} bundles were published")
-if len(intervals) >= 2:
+if len(intervals) >= 2 and intervals[0]["latency_us"] and intervals[-1]["latency_us"]:
     first, last = intervals[0], intervals[-1]
     # Flat: the last interval's p99 within twice the first's (or 1 ms more, for tiny values),
     # and memory grown by under 20%.

@@ -369,7 +369,7 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
 }
 
 /// `aws:CurrentTime` for a second: formatted once per second per thread, not per request.
-fn current_time(second: i64) -> String {
+pub(crate) fn current_time(second: i64) -> String {
     thread_local! {
         static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }

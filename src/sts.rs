@@ -103,6 +103,8 @@ pub struct WebIdentityRequest {
     pub duration_seconds: u32,
     pub policy: Option<String>,
     pub policy_arns: Vec<String>,
+    /// The caller's address, for `aws:SourceIp` in the trust policy.
+    pub source_ip: Option<String>,
 }
 
 impl std::fmt::Debug for WebIdentityRequest {
@@ -112,6 +114,13 @@ impl std::fmt::Debug for WebIdentityRequest {
             .field("role_session_name", &self.role_session_name)
             .finish_non_exhaustive()
     }
+}
+
+/// Where an unsigned STS request came from: its trust policy may ask.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Connection<'a> {
+    pub source_ip: Option<&'a str>,
+    pub secure_transport: bool,
 }
 
 /// Newly issued temporary credentials.
@@ -442,8 +451,14 @@ impl Sts<'_> {
         let token = web
             .verify(&request.web_identity_token)
             .map_err(|e| StsError { code: e.code, message: e.message })?;
-        let mut session =
-            self.web_identity_session(&token, &request.role_arn, &request.role_session_name, duration)?;
+        let caller = Connection { source_ip: request.source_ip.as_deref(), secure_transport: false };
+        let mut session = self.web_identity_session(
+            &token,
+            &request.role_arn,
+            &request.role_session_name,
+            duration,
+            caller,
+        )?;
         session.policy = request.policy;
         session.policy_arns = request.policy_arns;
         let packed_policy_size = packed_size(&session)?;
@@ -454,14 +469,15 @@ impl Sts<'_> {
     /// A session of `role_arn` for a verified OpenID Connect token, as
     /// AssumeRoleWithWebIdentity gives it: the role's trust policy must allow the token's
     /// provider (`Federated`) `sts:AssumeRoleWithWebIdentity`, with the token's `aud`, `sub`,
-    /// `azp` and `amr` as `PROVIDER:aud` and so on. Envoy's checks use it for bearer tokens a
-    /// route file maps to a role.
+    /// `azp` and `amr` as `PROVIDER:aud` and so on, and the request's time, address and
+    /// transport. Envoy's checks use it for bearer tokens a route file maps to a role.
     pub fn web_identity_session(
         &self,
         token: &VerifiedToken,
         role_arn: &str,
         session_name: &str,
         duration: u32,
+        connection: Connection<'_>,
     ) -> Result<Session, StsError> {
         check_name("roleSessionName", session_name)?;
         let (account, role_name) = parse_role_arn(role_arn)?;
@@ -481,6 +497,13 @@ impl Sts<'_> {
             context.insert(&format!("{name}:amr"), values);
         }
         context.insert("sts:RoleSessionName", [session_name]);
+        let now = self.now.as_second();
+        context.insert("aws:CurrentTime", [authorize::current_time(now)]);
+        context.insert("aws:EpochTime", [now.to_string()]);
+        context.insert("aws:SecureTransport", [if connection.secure_transport { "true" } else { "false" }]);
+        if let Some(ip) = connection.source_ip.filter(|ip| !ip.is_empty()) {
+            context.insert("aws:SourceIp", [ip]);
+        }
         let query = Query {
             principal: &provider_arn,
             action: "sts:AssumeRoleWithWebIdentity",

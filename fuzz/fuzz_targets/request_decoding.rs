@@ -62,7 +62,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     if selector % 2 == 0 {
         let Ok(mut request) = proto::AuthorizeRequest::decode(rest) else { return };
-        let Ok(context) = decode_context(std::mem::take(&mut request.context)) else { return };
+        let context = match decode_context(std::mem::take(&mut request.context)) {
+            Ok(context) => context,
+            Err(invalid) => {
+                assert!(invalid.field == "context" && !invalid.message.is_empty(), "{invalid:?}");
+                return;
+            }
+        };
         let (_, shared) = snapshot();
         let current = shared.load_full().expect("a snapshot is published");
         let query = Query {
@@ -74,25 +80,31 @@ fuzz_target!(|data: &[u8]| {
             explain: request.explain,
             verified: None,
         };
-        if let Ok(answer) = authorize::decide(&current, query) {
-            assert!(
-                request.principal == USER || !answer.decision.is_allowed(),
+        match authorize::decide(&current, query) {
+            // IAM names are unique regardless of case, so the stored user answers to any case.
+            Ok(answer) => assert!(
+                request.principal.eq_ignore_ascii_case(USER) || !answer.decision.is_allowed(),
                 "allowed a principal that is not stored: {:?}",
                 request.principal
-            );
+            ),
+            Err(invalid) => assert!(!invalid.field.is_empty() && !invalid.message.is_empty(), "{invalid:?}"),
         }
     } else {
-        let text = String::from_utf8_lossy(rest);
-        let (query, body) = text.split_once('\n').unwrap_or((&text, ""));
-        let params = Params::parse(query, body.as_bytes());
+        let (query, body) = match rest.iter().position(|&b| b == b'\n') {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &[][..]),
+        };
+        let params = Params::parse(&String::from_utf8_lossy(query), body);
         for name in params.names() {
             let _ = params.required(name);
-            let _ = params.list(name);
-            let _ = params.tags(name);
             let _ = params.int(name);
             let _ = params.int32(name);
             let _ = params.uint32(name);
             let _ = params.bool(name);
+            // Lists and tags are read by the name before `.member.N`.
+            let prefix = name.split(".member.").next().unwrap_or(name);
+            let _ = params.list(prefix);
+            let _ = params.tags(prefix);
         }
     }
 });

@@ -206,11 +206,8 @@ impl RouteMap {
     /// Maps `request`. `hints` are the per-route `context_extensions` of the proxy:
     /// `iamd.action` and `iamd.resource` override (or, without a rule, complete) the mapping.
     pub fn map(&self, request: &HttpView<'_>, hints: &std::collections::HashMap<String, String>) -> Mapped {
-        let host = request.host.rsplit_once(':').map_or(request.host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { request.host }
-        });
         let hinted = (hints.get("iamd.action"), hints.get("iamd.resource"));
-        for file in self.files.iter().filter(|f| f.hosts.iter().any(|p| host_matches(p, host))) {
+        for file in self.files_for(request.host) {
             if file.public.iter().any(|p| p == request.path) {
                 return Mapped::Public;
             }
@@ -249,11 +246,20 @@ impl RouteMap {
         }
     }
 
+    /// The files covering `host` (a `Host` header: a port is ignored), in order.
+    fn files_for<'a, 'h>(&'a self, host: &'h str) -> impl Iterator<Item = &'a RouteFile> + 'h
+    where
+        'a: 'h,
+    {
+        let host = host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host });
+        self.files.iter().filter(move |f| f.hosts.iter().any(|p| host_matches(p, host)))
+    }
+
     /// The principal an mTLS peer's SPIFFE ID maps to, by the first matching rule.
     pub fn spiffe_principal(&self, host: &str, spiffe_id: &str) -> Option<&str> {
-        self.files
-            .iter()
-            .filter(|f| f.hosts.iter().any(|p| host_matches(p, host)))
+        self.files_for(host)
             .flat_map(|f| &f.identities)
             .find(|(pattern, _)| spiffe_matches(pattern, spiffe_id))
             .map(|(_, principal)| principal.as_str())
@@ -262,9 +268,7 @@ impl RouteMap {
     /// The role a bearer token of `issuer` acts as on `host`, by the first matching entry; none
     /// means the token's provider is the (federated) principal.
     pub fn web_identity_role(&self, host: &str, issuer: &str) -> Option<&str> {
-        self.files
-            .iter()
-            .filter(|f| f.hosts.iter().any(|p| host_matches(p, host)))
+        self.files_for(host)
             .flat_map(|f| &f.web_identities)
             .find(|(trusted, _)| trusted.trim_end_matches('/') == issuer.trim_end_matches('/'))
             .map(|(_, role)| role.as_str())
@@ -532,6 +536,11 @@ mod tests {
         assert_eq!(
             routes.web_identity_role("api.example.com", "https://token.example.com"),
             Some("arn:aws:iam::111122223333:role/partners")
+        );
+        assert_eq!(
+            routes.web_identity_role("api.example.com:8443", "https://token.example.com"),
+            Some("arn:aws:iam::111122223333:role/partners"),
+            "a port in the Host header does not change the mapping"
         );
         assert_eq!(routes.web_identity_role("other.example.com", "https://token.example.com"), None);
         assert_eq!(routes.web_identity_role("api.example.com", "https://other.example.com"), None);

@@ -25,6 +25,7 @@ use crate::credentials::Authenticated;
 use crate::credentials::sigv4::{AuthError, HttpRequest, Payload};
 use crate::eval::{Context, Decision};
 use crate::snapshot::Snapshot;
+use sha2::Digest as _;
 
 pub struct ExtAuthzService {
     core: Arc<Core>,
@@ -174,27 +175,29 @@ impl Core {
         let secure = http.scheme == "https"
             || attributes.source.as_ref().is_some_and(|peer| !peer.principal.is_empty());
         let now = jiff::Timestamp::now();
-        let identity = match self.identify(snapshot, attributes, http, host, &action, &resource, now) {
-            Ok(identity) => identity,
-            Err(error) => {
-                // Failed credentials are audited like any refusal, with AWS's code.
-                if self.audit.enabled() {
-                    self.audit.record(AuditRecord {
-                        event_time: now.to_string(),
-                        event_name: "Check".into(),
-                        action: action.clone(),
-                        resource: resource.clone(),
-                        decision: format!("{:?}", Decision::ImplicitDeny),
-                        reason: Some(error.message.clone()),
-                        snapshot_revision: snapshot.revision.clone(),
-                        source_ip: source_ip.clone(),
-                        error_code: Some(error.code.as_str().to_string()),
-                        ..AuditRecord::default()
-                    });
+        let connection = crate::sts::Connection { source_ip: source_ip.as_deref(), secure_transport: secure };
+        let identity =
+            match self.identify(snapshot, attributes, http, host, (&action, &resource), now, connection) {
+                Ok(identity) => identity,
+                Err(error) => {
+                    // Failed credentials are audited like any refusal, with AWS's code.
+                    if self.audit.enabled() {
+                        self.audit.record(AuditRecord {
+                            event_time: now.to_string(),
+                            event_name: "Check".into(),
+                            action: action.clone(),
+                            resource: resource.clone(),
+                            decision: format!("{:?}", Decision::ImplicitDeny),
+                            reason: Some(error.message.clone()),
+                            snapshot_revision: snapshot.revision.clone(),
+                            source_ip: source_ip.clone(),
+                            error_code: Some(error.code.as_str().to_string()),
+                            ..AuditRecord::default()
+                        });
+                    }
+                    return refuse(401, error.code.as_str(), error.message);
                 }
-                return refuse(401, error.code.as_str(), error.message);
-            }
-        };
+            };
         let mut context = Context::default();
         for (key, value) in &mapped_context {
             context.insert(key, [value.as_str()]);
@@ -293,9 +296,9 @@ impl Core {
         attributes: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
         http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
         host: &str,
-        action: &str,
-        resource: &str,
+        (action, resource): (&str, &str),
         now: jiff::Timestamp,
+        connection: crate::sts::Connection<'_>,
     ) -> Result<Identity, AuthError> {
         let authorization = http.headers.get("authorization").map(String::as_str).unwrap_or_default();
         let presigned = http.path.contains("X-Amz-Signature=");
@@ -342,6 +345,7 @@ impl Core {
                         role,
                         &session_name(&verified.claims.sub),
                         crate::sts::DEFAULT_ROLE_DURATION,
+                        connection,
                     )
                     .map_err(|e| {
                         AuthError::new(
@@ -373,16 +377,17 @@ impl Core {
 }
 
 /// A role session name from a token's subject: AWS allows `[\w+=,.@-]`, 2 to 64 characters.
+/// A subject that does not fit as it is gets a digest of itself appended, so that two subjects
+/// never share a session (and with it `aws:userid` and the session ARN).
 fn session_name(subject: &str) -> String {
-    let mut name: String = subject
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
-        .take(64)
-        .collect();
-    while name.len() < 2 {
-        name.push('-');
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
+    if (2..=64).contains(&subject.len()) && subject.chars().all(allowed) {
+        return subject.to_string();
     }
-    name
+    let readable: String = subject.chars().map(|c| if allowed(c) { c } else { '-' }).take(47).collect();
+    let digest = sha2::Sha256::digest(subject.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hex}")
 }
 
 /// `iamd.v1.Authorizer`'s neighbour on the decision listener.
@@ -394,12 +399,27 @@ pub fn service(core: Arc<Core>) -> envoy_types::ext_authz::v3::pb::Authorization
 mod tests {
     use super::session_name;
 
+    fn allowed(name: &str) -> bool {
+        (2..=64).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+    }
+
     #[test]
     fn session_names_keep_what_aws_allows_of_the_subject() {
         assert_eq!(session_name("partner-1"), "partner-1");
         assert_eq!(session_name("alice@example.com"), "alice@example.com");
-        assert_eq!(session_name("repo:acme/app:ref:refs/heads/main"), "repo-acme-app-ref-refs-heads-main");
-        assert_eq!(session_name("7"), "7-");
-        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+        let github = session_name("repo:acme/app:ref:refs/heads/main");
+        assert!(github.starts_with("repo-acme-app-ref-refs-heads-main-") && allowed(&github), "{github}");
+        for subject in ["7", "", "ünïcode", &"x".repeat(100), "repo:acme/app:ref:refs/heads/main"] {
+            assert!(allowed(&session_name(subject)), "{subject}: {}", session_name(subject));
+        }
+    }
+
+    #[test]
+    fn different_subjects_never_share_a_session_name() {
+        assert_ne!(session_name("a:b"), session_name("a-b"));
+        assert_ne!(session_name("a:b"), session_name("a/b"));
+        let long = "x".repeat(70);
+        assert_ne!(session_name(&format!("{long}1")), session_name(&format!("{long}2")));
     }
 }

@@ -248,8 +248,10 @@ impl StsApi for StsService {
         &self,
         r: Request<proto::AssumeRoleWithWebIdentityRequest>,
     ) -> Result<Response<proto::AssumeRoleWithWebIdentityResponse>, Status> {
+        let source_ip = r.remote_addr().map(|addr| addr.ip().to_string());
         let r = r.into_inner();
         let request = WebIdentityRequest {
+            source_ip,
             role_arn: r.role_arn,
             role_session_name: r.role_session_name,
             web_identity_token: r.web_identity_token,
