@@ -197,12 +197,15 @@ struct Output {
 impl Output {
     /// Writes the buffered lines; if the disk refuses them, they are counted as dropped and
     /// the file is cut back so that it holds only whole lines.
-    fn write_out(&mut self, path: &Path, counters: &Counters) {
+    /// Writes the buffered records; false when the disk refused them (they are counted as
+    /// dropped).
+    fn write_out(&mut self, path: &Path, counters: &Counters) -> bool {
         if self.buffer.is_empty() {
-            return;
+            return true;
         }
         let (written, dropped) = counters;
-        match self.file.write_all(&self.buffer) {
+        let result = self.file.write_all(&self.buffer);
+        match &result {
             Ok(()) => {
                 self.size += self.buffer.len() as u64;
                 written.fetch_add(self.buffered, Ordering::Relaxed);
@@ -224,6 +227,7 @@ impl Output {
         }
         self.buffer.clear();
         self.buffered = 0;
+        result.is_ok()
     }
 }
 
@@ -238,7 +242,7 @@ fn write_loop(receiver: Receiver<Message>, file: File, config: AuditConfig, coun
             let record = match message {
                 Message::Record(record) => record,
                 Message::Flush(ack) => {
-                    output.write_out(&config.path, &counters);
+                    let _ = output.write_out(&config.path, &counters);
                     let _ = ack.send(());
                     continue;
                 }
@@ -249,8 +253,11 @@ fn write_loop(receiver: Receiver<Message>, file: File, config: AuditConfig, coun
             line.push(b'\n');
             output.buffer.extend_from_slice(&line);
             output.buffered += 1;
-            if output.size + output.buffer.len() as u64 >= config.max_bytes {
-                output.write_out(&config.path, &counters);
+            // Rotated only once the records are in the file: a disk that refuses them leaves the
+            // file as it is.
+            if output.size + output.buffer.len() as u64 >= config.max_bytes
+                && output.write_out(&config.path, &counters)
+            {
                 rotate(&config);
                 match open(&config.path) {
                     Ok(fresh) => {
@@ -261,7 +268,7 @@ fn write_loop(receiver: Receiver<Message>, file: File, config: AuditConfig, coun
                 }
             }
         }
-        output.write_out(&config.path, &counters);
+        let _ = output.write_out(&config.path, &counters);
     }
 }
 
