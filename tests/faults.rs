@@ -5,43 +5,18 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Sidecar, temp_dir, write_bundle};
+use common::{Sidecar, create_user, decision, entity, request, temp_dir, write_bundle};
 use iamd::proto::{self, Decision};
 use tonic::Code;
 
 const ACCOUNT: &str = "111122223333";
 const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
 const READ_ANYTHING: &str = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}}"#;
-
-fn request(principal: &str, action: &str, resource: &str) -> proto::AuthorizeRequest {
-    proto::AuthorizeRequest {
-        principal: principal.into(),
-        action: action.into(),
-        resource: resource.into(),
-        resource_account: String::new(),
-        context: HashMap::new(),
-        explain: false,
-        signed_request: None,
-        encode_authorization_message: false,
-    }
-}
-
-fn decision(response: &proto::AuthorizeResponse) -> Decision {
-    Decision::try_from(response.decision).unwrap()
-}
-
-fn create_user(name: &str) -> proto::CreateUserRequest {
-    proto::CreateUserRequest { user_name: name.into(), ..Default::default() }
-}
-
-fn entity(name: &str) -> proto::EntityRequest {
-    proto::EntityRequest { name: name.into(), account_id: String::new() }
-}
 
 fn error_code(status: &tonic::Status) -> String {
     status.metadata().get("iamd-error-code").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()

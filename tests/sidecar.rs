@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Sidecar, path, swap_link, temp_dir, write_bundle};
+use common::{Sidecar, create_user, decision, entity, path, request, swap_link, temp_dir, write_bundle};
 use iamd::proto::{self, Decision};
 use tonic::Code;
 use tonic_health::pb::{
@@ -18,31 +17,10 @@ use tonic_health::pb::{
 const ACCOUNT: &str = "111122223333";
 const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
 
-fn request(principal: &str, action: &str, resource: &str) -> proto::AuthorizeRequest {
-    proto::AuthorizeRequest {
-        principal: principal.into(),
-        action: action.into(),
-        resource: resource.into(),
-        resource_account: String::new(),
-        context: HashMap::new(),
-        explain: false,
-        signed_request: None,
-        encode_authorization_message: false,
-    }
-}
-
 fn string(value: &str) -> proto::ContextValues {
     proto::ContextValues {
         values: vec![proto::ContextValue { kind: Some(proto::context_value::Kind::String(value.into())) }],
     }
-}
-
-fn entity(name: &str) -> proto::EntityRequest {
-    proto::EntityRequest { name: name.into(), account_id: String::new() }
-}
-
-fn create_user(name: &str) -> proto::CreateUserRequest {
-    proto::CreateUserRequest { user_name: name.into(), ..Default::default() }
 }
 
 fn put_policy(name: &str, policy_name: &str, document: &str) -> proto::PutPolicyRequest {
@@ -52,10 +30,6 @@ fn put_policy(name: &str, policy_name: &str, document: &str) -> proto::PutPolicy
         policy_document: document.into(),
         account_id: String::new(),
     }
-}
-
-fn decision(response: &proto::AuthorizeResponse) -> Decision {
-    Decision::try_from(response.decision).unwrap()
 }
 
 fn error_code(status: &tonic::Status) -> String {

@@ -332,3 +332,25 @@ impl Sidecar {
         }
     }
 }
+
+/// An `Authorize` request for a principal ARN, without context.
+pub fn request(principal: &str, action: &str, resource: &str) -> iamd::proto::AuthorizeRequest {
+    iamd::proto::AuthorizeRequest {
+        principal: principal.into(),
+        action: action.into(),
+        resource: resource.into(),
+        ..Default::default()
+    }
+}
+
+pub fn decision(response: &iamd::proto::AuthorizeResponse) -> iamd::proto::Decision {
+    iamd::proto::Decision::try_from(response.decision).unwrap()
+}
+
+pub fn create_user(name: &str) -> iamd::proto::CreateUserRequest {
+    iamd::proto::CreateUserRequest { user_name: name.into(), ..Default::default() }
+}
+
+pub fn entity(name: &str) -> iamd::proto::EntityRequest {
+    iamd::proto::EntityRequest { name: name.into(), account_id: String::new() }
+}
