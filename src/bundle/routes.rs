@@ -141,10 +141,10 @@ fn host_matches(pattern: &str, host: &str) -> bool {
         })
 }
 
-/// `*` in a SPIFFE pattern spans one path segment.
+/// `*` in a SPIFFE pattern spans one path segment, which SPIFFE requires to be non-empty.
 fn spiffe_matches(pattern: &str, id: &str) -> bool {
     let (pattern, id): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), id.split('/').collect());
-    pattern.len() == id.len() && pattern.iter().zip(&id).all(|(p, s)| *p == "*" || p == s)
+    pattern.len() == id.len() && pattern.iter().zip(&id).all(|(p, s)| (*p == "*" && !s.is_empty()) || p == s)
 }
 
 fn decode(segment: &str) -> String {
@@ -299,8 +299,16 @@ impl RouteMap {
         }
         let mut identities = Vec::new();
         for (i, identity) in parsed.identities.iter().enumerate() {
-            if !identity.spiffe.starts_with("spiffe://") {
-                errors.push(error(file, format!("identities[{i}]: `spiffe` must be a spiffe:// ID pattern")));
+            match identity.spiffe.strip_prefix("spiffe://").map(|rest| rest.split('/').next()) {
+                None => errors
+                    .push(error(file, format!("identities[{i}]: `spiffe` must be a spiffe:// ID pattern"))),
+                // A wildcard trust domain would map peers of every trust domain Envoy's CAs
+                // vouch for, which is never what a rule about one workload means.
+                Some(Some(domain)) if domain.is_empty() || domain.contains('*') => errors.push(error(
+                    file,
+                    format!("identities[{i}]: `spiffe` must name its trust domain, without `*`: `{domain}`"),
+                )),
+                Some(_) => {}
             }
             if let Err(e) = crate::eval::Principal::parse(&identity.principal) {
                 errors.push(error(file, format!("identities[{i}]: `principal`: {e}")));
@@ -521,6 +529,15 @@ mod tests {
             Some("arn:aws:iam::111122223333:role/reports")
         );
         assert_eq!(routes.spiffe_principal("h", "spiffe://cluster.local/ns/prod/sa/other"), None);
+        assert_eq!(routes.spiffe_principal("h", "spiffe://cluster.local/ns//sa/reports"), None);
+
+        routes.add(
+            "routes/any.json",
+            r#"{"hosts": ["*"], "identities": [{"spiffe": "spiffe://*/ns/prod/sa/reports", "principal": "arn:aws:iam::111122223333:role/reports"}]}"#,
+            &mut errors,
+        );
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|e| e.contains("routes/any.json") && e.contains("trust domain")), "{text:?}");
     }
 
     #[test]

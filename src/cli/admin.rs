@@ -484,7 +484,11 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
     let channel = SigningChannel::connect(&args.endpoint, credentials()?, "iam")
         .await
         .with_context(|| format!("cannot connect to the iamd admin API at {}", args.endpoint))?;
-    let mut client = AdminClient::new(channel);
+    // An export, and so an import, holds every identity: far more than gRPC's 4 MiB default at
+    // a few thousand users. The server takes imports up to the same size.
+    let mut client = AdminClient::new(channel)
+        .max_decoding_message_size(iamd::server::MAX_IMPORT_BODY)
+        .max_encoding_message_size(iamd::server::MAX_IMPORT_BODY);
     let account = args.account_id;
     let entity = |name: &str| proto::EntityRequest { name: name.to_string(), account_id: account.clone() };
     let put = |name: &str, policy_name: String, document_arg: &str| -> Result<proto::PutPolicyRequest> {

@@ -20,10 +20,11 @@ use super::request::Request;
 use crate::policy::arn::Arn;
 use crate::policy::{Effect, Policy, Statement};
 
-/// The outcome of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The outcome of a request. Without anything that allows, a request is denied: the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Decision {
     Allow,
+    #[default]
     ImplicitDeny,
     ExplicitDeny,
 }

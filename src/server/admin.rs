@@ -15,7 +15,7 @@ use crate::authorize::{Query, Verified};
 use crate::credentials::session::SessionIdentity;
 use crate::credentials::sigv4::{AuthError, ErrorCode};
 use crate::credentials::{Authenticated, Caller};
-use crate::eval::Context;
+use crate::eval::{Context, Decision};
 use crate::iam::model::{
     AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, PolicyVersion, Role, StateDocument, User,
 };
@@ -322,13 +322,16 @@ impl Core {
                 .to_string()
         });
         self.audit.record(AuditRecord {
-            event_time: jiff::Timestamp::now().to_string(),
+            event_time: jiff::Timestamp::now(),
             event_name: call.operation.to_string(),
             principal: caller.principal_arn(),
             action: call.action.clone(),
             resource: resource.to_string(),
-            decision: if error_code.as_deref() == Some("AccessDenied") { "ImplicitDeny" } else { "Allow" }
-                .to_string(),
+            decision: if error_code.as_deref() == Some("AccessDenied") {
+                Decision::ImplicitDeny
+            } else {
+                Decision::Allow
+            },
             reason: error.map(|status| status.message().to_string()),
             snapshot_revision: self.snapshot.load().as_ref().map(|s| s.revision.clone()).unwrap_or_default(),
             access_key_id: Some(caller.access_key_id.clone()),

@@ -13,6 +13,7 @@ use super::Core;
 use super::convert::{coded, iam_status};
 use crate::audit::AuditRecord;
 use crate::credentials::{Authenticated, Caller};
+use crate::eval::Decision;
 use crate::proto::{self, console_server::Console};
 use crate::sts::Sts;
 
@@ -59,11 +60,11 @@ impl Core {
                 s.metadata().get("iamd-error-code").and_then(|v| v.to_str().ok()).map(str::to_string)
             });
             self.audit.record(AuditRecord {
-                event_time: jiff::Timestamp::now().to_string(),
+                event_time: jiff::Timestamp::now(),
                 event_name: "ConsoleLogin".into(),
                 principal: format!("arn:aws:iam::{account}:user/{}", r.user_name),
                 action: "signin:ConsoleLogin".into(),
-                decision: if result.is_ok() { "Allow" } else { "ImplicitDeny" }.into(),
+                decision: if result.is_ok() { Decision::Allow } else { Decision::ImplicitDeny },
                 reason: result.as_ref().err().map(|s| s.message().to_string()),
                 access_key_id: result
                     .as_ref()

@@ -183,11 +183,11 @@ impl Core {
                     // Failed credentials are audited like any refusal, with AWS's code.
                     if self.audit.enabled() {
                         self.audit.record(AuditRecord {
-                            event_time: now.to_string(),
+                            event_time: now,
                             event_name: "Check".into(),
                             action: action.clone(),
                             resource: resource.clone(),
-                            decision: format!("{:?}", Decision::ImplicitDeny),
+                            decision: Decision::ImplicitDeny,
                             reason: Some(error.message.clone()),
                             snapshot_revision: snapshot.revision.clone(),
                             source_ip: source_ip.clone(),
@@ -246,12 +246,12 @@ impl Core {
         if self.audit.enabled() {
             let explanation = answer.explanation.as_ref();
             self.audit.record(AuditRecord {
-                event_time: now.to_string(),
+                event_time: now,
                 event_name: "Check".into(),
                 principal: principal.clone(),
                 action: action.clone(),
                 resource: resource.clone(),
-                decision: format!("{:?}", answer.decision),
+                decision: answer.decision,
                 reason: explanation.map(|e| e.reason.clone()),
                 snapshot_revision: snapshot.revision.clone(),
                 source_ip: source_ip.clone(),

@@ -5,6 +5,7 @@
 
 mod admin;
 mod authenticate;
+pub use authenticate::MAX_IMPORT_BODY;
 mod authorizer;
 mod console;
 mod convert;
@@ -153,31 +154,6 @@ impl Core {
         };
         let answer = authorize::decide(snapshot, query)?;
         self.metrics.decision(answer.decision, started.elapsed().as_secs_f64() * 1e6);
-        if self.audit.enabled() {
-            let explanation = answer.explanation.as_ref();
-            self.audit.record(AuditRecord {
-                event_time: now.to_string(),
-                event_name: "Authorize".into(),
-                request_id: request_id.clone(),
-                principal: principal.clone(),
-                action: request.action.clone(),
-                resource: request.resource.clone(),
-                decision: format!("{:?}", answer.decision),
-                matched_statements: explanation
-                    .map(|e| {
-                        e.matched_statements
-                            .iter()
-                            .map(|m| format!("{}:{}:{}:{}", m.layer, m.policy, m.statement, m.effect))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                reason: explanation.map(|e| e.reason.clone()),
-                snapshot_revision: snapshot.revision.clone(),
-                source_ip,
-                access_key_id: authenticated.as_ref().map(|a| a.access_key_id.clone()),
-                error_code: None,
-            });
-        }
         let encoded_authorization_message = match &answer.explanation {
             // A request refused before evaluation (an unknown principal) records no context.
             Some(explanation) if encode && !answer.decision.is_allowed() => {
@@ -193,15 +169,42 @@ impl Core {
             _ => String::new(),
         };
         let explanation = answer.explanation.as_ref().filter(|_| request.explain || answer.refused);
-        Ok(proto::AuthorizeResponse {
+        let response = proto::AuthorizeResponse {
             encoded_authorization_message,
             decision: convert::decision(answer.decision) as i32,
             revision: snapshot.revision.clone(),
-            request_id,
+            request_id: request_id.clone(),
             explanation: explanation.map(convert::explanation),
-            principal: if authenticated.is_some() { principal } else { String::new() },
+            principal: if authenticated.is_some() { principal.clone() } else { String::new() },
             authentication_error: None,
-        })
+        };
+        if self.audit.enabled() {
+            let explanation = answer.explanation;
+            self.audit.record(AuditRecord {
+                event_time: now,
+                event_name: "Authorize".into(),
+                request_id,
+                principal,
+                action: request.action,
+                resource: request.resource,
+                decision: answer.decision,
+                matched_statements: explanation
+                    .as_ref()
+                    .map(|e| {
+                        e.matched_statements
+                            .iter()
+                            .map(|m| format!("{}:{}:{}:{}", m.layer, m.policy, m.statement, m.effect))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                reason: explanation.map(|e| e.reason),
+                snapshot_revision: snapshot.revision.clone(),
+                source_ip,
+                access_key_id: authenticated.map(|a| a.access_key_id),
+                error_code: None,
+            });
+        }
+        Ok(response)
     }
 
     /// Verifies a signed request against the snapshot's access keys and the session keys.
@@ -241,12 +244,12 @@ impl Core {
         let reason = format!("the request was not authenticated: {}: {}", error.code.as_str(), error.message);
         if self.audit.enabled() {
             self.audit.record(AuditRecord {
-                event_time: jiff::Timestamp::now().to_string(),
+                event_time: jiff::Timestamp::now(),
                 event_name: "Authorize".into(),
                 request_id: request_id.clone(),
                 action: request.action.clone(),
                 resource: request.resource.clone(),
-                decision: format!("{:?}", Decision::ImplicitDeny),
+                decision: Decision::ImplicitDeny,
                 reason: Some(reason.clone()),
                 snapshot_revision: snapshot.revision.clone(),
                 source_ip: Some(signed.source_ip.clone()).filter(|ip| !ip.is_empty()),
@@ -625,7 +628,11 @@ pub async fn run(
         .layer(authenticate::AuthenticateLayer::new(core.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
+        // The signature check already bounds every body, to 1 MiB but for Import's state document.
+        .add_service(
+            AdminServer::new(admin::AdminService::new(core.clone()))
+                .max_decoding_message_size(authenticate::MAX_IMPORT_BODY),
+        )
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
         .serve_with_incoming_shutdown(incoming(admin_listener, tls.clone()), stopped(stop_rx.clone()));

@@ -10,6 +10,7 @@ use super::convert::{coded, tags};
 use crate::audit::AuditRecord;
 use crate::credentials::Authenticated;
 use crate::credentials::oidc::VerifiedToken;
+use crate::eval::Decision;
 use crate::proto::{self, sts_server::Sts as StsApi};
 use crate::sts::{AssumeRole, Issued, Sts, StsError, WebIdentityRequest};
 
@@ -81,7 +82,7 @@ impl Core {
         if self.audit.enabled() {
             let error = result.as_ref().err();
             self.audit.record(AuditRecord {
-                event_time: sts.now.to_string(),
+                event_time: sts.now,
                 event_name: "AssumeRoleWithWebIdentity".into(),
                 principal: match &result {
                     Ok((_, token)) => format!("{}:{}", token.provider.config.issuer, token.claims.sub),
@@ -90,11 +91,10 @@ impl Core {
                 action: "sts:AssumeRoleWithWebIdentity".into(),
                 resource: role_arn,
                 decision: if error.is_some_and(|e| e.code == "AccessDenied") {
-                    "ImplicitDeny"
+                    Decision::ImplicitDeny
                 } else {
-                    "Allow"
-                }
-                .into(),
+                    Decision::Allow
+                },
                 reason: match &result {
                     Ok((issued, _)) => {
                         Some(format!("issued temporary credentials {}", issued.session.access_key_id))
@@ -134,17 +134,16 @@ impl Core {
             if core.audit.enabled() {
                 let error = result.as_ref().err();
                 core.audit.record(AuditRecord {
-                    event_time: sts.now.to_string(),
+                    event_time: sts.now,
                     event_name: operation.to_string(),
                     principal: caller.principal_arn(),
                     action: format!("sts:{operation}"),
                     resource: resource.clone(),
                     decision: if error.is_some_and(|e| e.code == "AccessDenied") {
-                        "ImplicitDeny"
+                        Decision::ImplicitDeny
                     } else {
-                        "Allow"
-                    }
-                    .to_string(),
+                        Decision::Allow
+                    },
                     reason: match &result {
                         Ok(done) => Some(describe(done)),
                         Err(e) => Some(e.message.clone()),

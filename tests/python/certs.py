@@ -5,6 +5,10 @@
   server.pem, server.key          localhost and 127.0.0.1, signed by ca
   server2.pem, server2.key        the same names, signed by ca2 (the rotated certificate)
   client.pem, client.key          a client certificate signed by ca, for mutual TLS
+
+and, for each entry of the optional "spiffe" list ({"stem": ..., "id": "spiffe://...", "ca":
+"ca" or "ca2"}), STEM.pem and STEM.key: a client certificate whose URI SAN is that SPIFFE ID,
+as a SPIFFE X.509-SVID carries it.
 """
 
 import datetime
@@ -76,13 +80,19 @@ def leaf(directory, stem, subject, ca, usage, names=None):
 
 
 def main():
-    directory = json.load(sys.stdin)["dir"]
+    request = json.load(sys.stdin)
+    directory = request["dir"]
     names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     ca = authority(directory, "ca.pem", "iamd test CA")
     ca2 = authority(directory, "ca2.pem", "iamd test CA 2")
     leaf(directory, "server", "localhost", ca, ExtendedKeyUsageOID.SERVER_AUTH, names)
     leaf(directory, "server2", "localhost", ca2, ExtendedKeyUsageOID.SERVER_AUTH, names)
     leaf(directory, "client", "service-a", ca, ExtendedKeyUsageOID.CLIENT_AUTH)
+    authorities = {"ca": ca, "ca2": ca2}
+    for svid in request.get("spiffe", []):
+        uri = [x509.UniformResourceIdentifier(svid["id"])]
+        ca_of = authorities[svid["ca"]]
+        leaf(directory, svid["stem"], svid["stem"], ca_of, ExtendedKeyUsageOID.CLIENT_AUTH, uri)
     print("ok")
 
 
