@@ -13,6 +13,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:50052";
 pub const DEFAULT_QUERY_LISTEN: &str = "127.0.0.1:50053";
 pub const DEFAULT_DATA: &str = "iamd-data";
 pub const DEFAULT_ACCOUNT: &str = "111122223333";
+/// One thread serving requests: see `FileConfig::worker_threads`.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// The configuration file, every field optional.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -27,8 +29,11 @@ pub struct FileConfig {
     pub account: Option<String>,
     /// Milliseconds to wait after the last change to a bundle before reloading it.
     pub reload_debounce_ms: Option<u64>,
-    /// Threads serving requests; by default one per core. A sidecar that shares a small node
-    /// with its application may do better with fewer (see the README's performance section).
+    /// Threads serving requests; by default one. A sidecar shares its node with the
+    /// application it guards, and one thread that never hands a request to another also
+    /// answers faster than two that compete with the application for cores (the README's
+    /// performance section has the figures). Raise it for a sidecar that serves many callers on
+    /// a node with cores to spare.
     pub worker_threads: Option<usize>,
     pub limits: Option<LimitsFile>,
     pub audit: Option<AuditFile>,
@@ -135,8 +140,7 @@ pub struct Config {
     pub bundle: Option<PathBuf>,
     pub account: String,
     pub reload_debounce: Duration,
-    /// `None`: one per core.
-    pub worker_threads: Option<usize>,
+    pub worker_threads: usize,
     pub request_timeout: Duration,
     pub concurrency: usize,
     pub concurrency_per_connection: usize,
@@ -245,7 +249,7 @@ impl Config {
             reload_debounce: Duration::from_millis(file.reload_debounce_ms.unwrap_or(300)),
             worker_threads: match file.worker_threads {
                 Some(0) => return Err(invalid("worker_threads must be at least 1".into())),
-                threads => threads,
+                threads => threads.unwrap_or(DEFAULT_WORKER_THREADS),
             },
             request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(5_000)),
             concurrency: limits.concurrency.unwrap_or(4_096),
@@ -309,7 +313,7 @@ mod readme {
         let end = start + readme[start..].find("```").expect("the example is closed");
         let file: FileConfig = toml::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
         let config = Config::resolve(file, Overrides::default()).unwrap();
-        assert_eq!(config.worker_threads, Some(2));
+        assert_eq!(config.worker_threads, 2);
         assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
         assert_eq!(config.audit.unwrap().keep, 3);
     }

@@ -76,11 +76,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         root_credentials_file: args.root_credentials_file,
     };
     let config = Config::resolve(file, overrides)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let telemetry = Telemetry::init(&config.telemetry)?;
         // Before anything is written: the master key file, the data directory, the audit log.
