@@ -4,6 +4,10 @@
 //!
 //! `cargo bench --bench credentials`
 
+/// The allocator the `iamd` binary runs with, so that the figures are the sidecar's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

@@ -4,6 +4,10 @@
 //! `bash tests/python/setup.sh && cargo bench --bench envoy` (`IAMD_BENCH_SECONDS` sets the
 //! duration of each run, default 10; `IAMD_BENCH_RATE` the requests per second, default 1000).
 
+/// The allocator the `iamd` binary runs with, so that the figures are the sidecar's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
