@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::iam::model::{
     AccessKey, Group, LastUsed, LoginProfile, ManagedPolicy, MfaDevice, PasswordPolicy, ResourceTags, Role,
-    StateDocument, User,
+    User,
 };
 
 /// The layout of the data directory this build reads and writes.
@@ -236,9 +236,11 @@ impl Store {
         Ok(Store { db, last_used, path: path.to_path_buf(), acknowledged: Mutex::new(found) })
     }
 
-    /// Reads everything stored.
-    pub fn load(&self) -> Result<StateDocument, StoreError> {
-        let mut document = StateDocument { schema_version: SCHEMA_VERSION, ..StateDocument::default() };
+    /// Reads everything stored, at once (iamd itself reads it record by record).
+    #[cfg(test)]
+    pub fn load(&self) -> Result<crate::iam::model::StateDocument, StoreError> {
+        let mut document =
+            crate::iam::model::StateDocument { schema_version: SCHEMA_VERSION, ..Default::default() };
         self.for_each(|record| match record {
             Stored::User(user) => document.users.push(user),
             Stored::Group(group) => document.groups.push(group),

@@ -244,16 +244,19 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     let alice = sidecar.user_with_key("alice", &[&format!("arn:aws:iam::{ACCOUNT}:policy/Reports")]).await;
     // On team.example.com, tokens of the provider act as sessions of this role, which trusts
     // partner-1 only.
+    let trust = |subject: &str| {
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
+            "Principal": {{"Federated": "arn:aws:iam::{ACCOUNT}:oidc-provider/token.example.com"}},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {{"StringEquals": {{"token.example.com:aud": "partners", "token.example.com:sub": "{subject}"}}}}}}}}"#
+        )
+    };
     let mut admin = sidecar.admin().await;
     admin
         .create_role(proto::CreateRoleRequest {
             role_name: "partner-app".into(),
-            assume_role_policy_document: format!(
-                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
-                "Principal": {{"Federated": "arn:aws:iam::{ACCOUNT}:oidc-provider/token.example.com"}},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {{"StringEquals": {{"token.example.com:aud": "partners", "token.example.com:sub": "partner-1"}}}}}}}}"#
-            ),
+            assume_role_policy_document: trust("partner-1"),
             ..Default::default()
         })
         .await
@@ -361,6 +364,28 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
     assert_eq!(refused.status(), 401);
     let body = refused.text().await.unwrap();
     assert!(body.contains("cannot act as arn:aws:iam::111122223333:role/partner-app"), "{body}");
+    // Presented again, a granted token is granted again (from the session kept for it) and a
+    // refused one is refused again: only granted sessions are kept.
+    let before = seen.lock().unwrap().len();
+    assert_eq!(team(&lines[1]).await.unwrap().status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), before + 1);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        &format!("arn:aws:sts::{ACCOUNT}:assumed-role/partner-app/partner-1")
+    );
+    assert_eq!(team(&lines[2]).await.unwrap().status(), 401);
+    // A kept session never outlives a change of the identities: once the role trusts partner-2
+    // only, partner-1's token is refused at once, and partner-2's is granted.
+    admin
+        .update_assume_role_policy(proto::UpdateAssumeRolePolicyRequest {
+            role_name: "partner-app".into(),
+            policy_document: trust("partner-2"),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(team(&lines[1]).await.unwrap().status(), 401);
+    assert_eq!(team(&lines[2]).await.unwrap().status(), 200);
 
     // A new policy arrives while Envoy keeps asking: bob's reports open up.
     write_bundle(bundle.path(), &files(r#", "arn:aws:s3:::reports/bob/*""#));
@@ -378,10 +403,10 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The upstream saw exactly the allowed requests: own, public, partner-1 twice, and bob's
-    // after the reload.
+    // The upstream saw exactly the allowed requests: own, public, partner-1 three times,
+    // partner-2 once trusted, and bob's after the reload.
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len() - allowed_before, 5, "{seen:?}");
+    assert_eq!(seen.len() - allowed_before, 7, "{seen:?}");
 }
 
 /// deploy/envoy.yaml with a listener that requires client certificates signed by `pki/ca.pem`

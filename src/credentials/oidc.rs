@@ -70,6 +70,9 @@ fn invalid(message: impl Into<String>) -> TokenError {
 pub struct Claims {
     pub iss: String,
     pub sub: String,
+    /// Expiry, seconds since the epoch (required: tokens without it are refused). A float, as
+    /// JSON numbers may be.
+    pub exp: f64,
     #[serde(default, deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
     #[serde(default)]

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use tonic::{Request, Response, Status};
 
-use super::Core;
+use super::{Core, bearer_sessions};
 use crate::audit::AuditRecord;
 use crate::authorize::{self, Query, Verified};
 use crate::bundle::routes::{HttpView, Mapped};
@@ -337,6 +337,16 @@ impl Core {
             if let Some(role) =
                 snapshot.bundle.routes.web_identity_role(host, &verified.provider.config.issuer)
             {
+                let key = bearer_sessions::Key::new(
+                    token.trim(),
+                    role,
+                    connection.source_ip,
+                    connection.secure_transport,
+                    snapshot,
+                );
+                if let Some(caller) = self.bearer_sessions.get(&key, now.as_second()) {
+                    return Ok(Identity::Signed(caller));
+                }
                 let sts =
                     crate::sts::Sts { snapshot, iam: &self.iam, keyring: self.authenticator.keyring(), now };
                 let session = sts
@@ -353,12 +363,14 @@ impl Core {
                             format!("the token cannot act as {role}: {}", e.message),
                         )
                     })?;
-                return Ok(Identity::Signed(Authenticated {
+                let caller = Authenticated {
                     access_key_id: session.access_key_id.clone(),
                     caller: crate::credentials::Caller::Session(Arc::new(session)),
                     service: "sts".into(),
                     region: crate::client::REGION.into(),
-                }));
+                };
+                self.bearer_sessions.insert(key, caller.clone(), now.as_second(), verified.claims.exp as i64);
+                return Ok(Identity::Signed(caller));
             }
             let name = &verified.provider.name;
             let context = vec![

@@ -7,6 +7,7 @@ mod admin;
 mod authenticate;
 pub use authenticate::MAX_IMPORT_BODY;
 mod authorizer;
+mod bearer_sessions;
 mod console;
 mod convert;
 mod ext_authz;
@@ -81,6 +82,8 @@ pub struct Core {
     pub iam: Iam,
     pub authenticator: Authenticator,
     pub web_identity: crate::credentials::oidc::WebIdentity,
+    /// Role sessions made for bearer tokens on Envoy's path.
+    bearer_sessions: bearer_sessions::BearerSessions,
     pub snapshot: SharedSnapshot,
     source: BundleSource,
     audit: Audit,
@@ -525,6 +528,7 @@ pub async fn run(
         iam,
         authenticator: Authenticator::new(keyring, config.replay_cache_entries),
         web_identity,
+        bearer_sessions: bearer_sessions::BearerSessions::default(),
         snapshot,
         metrics,
         source: source.clone(),
