@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Sidecar, botocore_sign, python, run_python, temp_dir, write_bundle};
-use iamd::proto;
+use iamd::client::SigningChannel;
+use iamd::proto::{self, admin_client::AdminClient};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "111122223333";
@@ -144,6 +145,35 @@ async fn wait_until_serving(client: &reqwest::Client, url: &str, dir: &Path) {
     }
 }
 
+/// Creates role `name` with `trust` as its trust policy and an inline policy allowing `action`
+/// on `resource`.
+async fn role_with_policy(
+    admin: &mut AdminClient<SigningChannel>,
+    name: &str,
+    trust: &str,
+    action: &str,
+    resource: &str,
+) {
+    admin
+        .create_role(proto::CreateRoleRequest {
+            role_name: name.into(),
+            assume_role_policy_document: trust.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let policy = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": action, "Resource": resource}});
+    admin
+        .put_role_policy(proto::PutPolicyRequest {
+            name: name.into(),
+            policy_name: "allowed".into(),
+            policy_document: policy.to_string(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn send(client: &reqwest::Client, port: u16, signed: &proto::SignedRequest) -> (u16, String) {
     let url = format!(
         "http://127.0.0.1:{port}{}{}{}",
@@ -253,26 +283,8 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
         )
     };
     let mut admin = sidecar.admin().await;
-    admin
-        .create_role(proto::CreateRoleRequest {
-            role_name: "partner-app".into(),
-            assume_role_policy_document: trust("partner-1"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    admin
-        .put_role_policy(proto::PutPolicyRequest {
-            name: "partner-app".into(),
-            policy_name: "team".into(),
-            policy_document:
-                r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:GetObject",
-                "Resource": "arn:aws:s3:::team/*"}}"#
-                    .into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap();
+    role_with_policy(&mut admin, "partner-app", &trust("partner-1"), "s3:GetObject", "arn:aws:s3:::team/*")
+        .await;
 
     let (app_port, seen) = upstream();
     let port = free_port();
@@ -495,28 +507,11 @@ async fn mtls_peers_act_as_the_principal_their_spiffe_id_maps_to() {
     let sidecar = Sidecar::start(data.path(), Some(bundle.path()), &["--no-audit"]);
     // The role may read the reports, not delete them.
     let mut admin = sidecar.admin().await;
-    admin
-        .create_role(proto::CreateRoleRequest {
-            role_name: "reports".into(),
-            assume_role_policy_document: format!(
-                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
-                "Principal": {{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}, "Action": "sts:AssumeRole"}}}}"#
-            ),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    admin
-        .put_role_policy(proto::PutPolicyRequest {
-            name: "reports".into(),
-            policy_name: "read".into(),
-            policy_document: r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
-                "Action": "s3:GetObject", "Resource": "arn:aws:s3:::reports/*"}}"#
-                .into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap();
+    let trust = format!(
+        r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow",
+        "Principal": {{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}, "Action": "sts:AssumeRole"}}}}"#
+    );
+    role_with_policy(&mut admin, "reports", &trust, "s3:GetObject", "arn:aws:s3:::reports/*").await;
 
     let (app_port, seen) = upstream();
     let port = free_port();
