@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 
 const ACCOUNT: &str = "111122223333";
 
+/// A bucket policy that lets anyone read the `public` bucket.
+const PUBLIC_BUCKET: &str = r#"{"resources": ["arn:aws:s3:::public/*"], "policy": {"Version": "2012-10-17",
+    "Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::public/*"}}}"#;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -212,12 +216,7 @@ async fn envoy_asks_iamd_and_denied_requests_never_reach_the_upstream() {
                         "Resource": ["arn:aws:s3:::reports/${{aws:username}}/*"{extra_grant}]}}}}"#
                 ),
             ),
-            (
-                "resource-policies/public.json",
-                r#"{"resources": ["arn:aws:s3:::public/*"], "policy": {"Version": "2012-10-17", "Statement": {
-                    "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::public/*"}}}"#
-                    .to_string(),
-            ),
+            ("resource-policies/public.json", PUBLIC_BUCKET.to_string()),
             (
                 "resource-policies/partners.json",
                 format!(
@@ -484,12 +483,7 @@ async fn mtls_peers_act_as_the_principal_their_spiffe_id_maps_to() {
         bundle.path(),
         &[
             ("manifest.json", format!("{{\"revision\": \"envoy-mtls-1\", \"account\": \"{ACCOUNT}\"}}")),
-            (
-                "resource-policies/public.json",
-                r#"{"resources": ["arn:aws:s3:::public/*"], "policy": {"Version": "2012-10-17", "Statement": {
-                    "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::public/*"}}}"#
-                    .to_string(),
-            ),
+            ("resource-policies/public.json", PUBLIC_BUCKET.to_string()),
             (
                 "routes/mesh.json",
                 format!(
