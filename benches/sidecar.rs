@@ -7,6 +7,12 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// As the binary does: give back memory freed in bulk (see `iamd::memory`).
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` only walks mimalloc's own structures, from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -84,6 +90,8 @@ fn measure_restart(data: &std::path::Path) {
     let files = bundle_files();
     let bundle = Bundle::compile("bench", &files).unwrap();
     drop(files);
+    // As the server does after compiling a bundle.
+    release_freed_memory();
     let after_bundle = rss_mb();
     let snapshot: SharedSnapshot = Arc::new(ArcSwapOption::empty());
     let store = Store::open(data).unwrap();
@@ -104,6 +112,7 @@ fn measure_restart(data: &std::path::Path) {
 }
 
 fn bench_at_scale(c: &mut Criterion) {
+    iamd::memory::install_release(release_freed_memory);
     if let Some(data) = std::env::var_os("IAMD_BENCH_RESTART") {
         measure_restart(std::path::Path::new(&data));
         std::process::exit(0);

@@ -163,7 +163,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     };
     let resource_account = request.resource_account.as_deref();
     let policies = PolicySet {
-        identity: entry.map_or(&[], |e| e.identity.as_slice()),
+        identity: entry.map_or(&[], |e| &*e.identity),
         resource: resource_policy,
         permissions_boundary: entry.and_then(|e| e.boundary.as_deref()),
         session: session_policies.as_deref(),
@@ -203,12 +203,12 @@ fn lookup<'s>(snapshot: &'s Snapshot, principal: &Principal) -> Lookup<'s> {
         Principal::User { arn, account } => {
             let name = arn.rsplit('/').next().unwrap_or_default();
             match find(EntityKind::User, account, name) {
-                Some(entry) if entry.who.arn == *arn => Lookup::Stored(entry),
+                Some(entry) if *entry.who.arn == **arn => Lookup::Stored(entry),
                 _ => unknown(),
             }
         }
         Principal::Role { arn, account, name } => match find(EntityKind::Role, account, name) {
-            Some(entry) if entry.who.arn == *arn => Lookup::Stored(entry),
+            Some(entry) if *entry.who.arn == **arn => Lookup::Stored(entry),
             _ => unknown(),
         },
         Principal::AssumedRole { account, role_name, .. } => match find(EntityKind::Role, account, role_name)
@@ -293,17 +293,17 @@ fn fill_context(
     }
     if let Some(entry) = entry {
         let who = &entry.who;
-        context.insert("aws:PrincipalArn", [who.arn.as_str()]);
+        context.insert("aws:PrincipalArn", [&*who.arn]);
         match (who.kind, principal) {
             (EntityKind::User, _) => {
-                context.insert("aws:username", [who.name.as_str()]);
-                context.insert("aws:userid", [who.id.as_str()]);
+                context.insert("aws:username", [&*who.name]);
+                context.insert("aws:userid", [&*who.id]);
             }
             (EntityKind::Role, Principal::AssumedRole { arn, .. }) => {
                 let session = arn.rsplit('/').next().unwrap_or_default();
                 context.insert("aws:userid", [format!("{}:{session}", who.id)]);
             }
-            (EntityKind::Role, _) => context.insert("aws:userid", [who.id.as_str()]),
+            (EntityKind::Role, _) => context.insert("aws:userid", [&*who.id]),
         }
         for tag in &who.tags {
             context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
@@ -391,7 +391,7 @@ fn outlived(session: &Session, entry: Option<&PrincipalEntry>) -> Option<String>
         SessionIdentity::Root => return None,
     };
     match entry {
-        Some(entry) if entry.who.id == *expected => None,
+        Some(entry) if *entry.who.id == **expected => None,
         _ => Some("the session's role or user no longer exists".to_string()),
     }
 }
@@ -421,5 +421,5 @@ fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate:
     let name = arn.resource.rsplit('/').next()?;
     let entry =
         snapshot.directory.principals.get(lookup_key(EntityKind::Role, arn.account, name).as_str())?;
-    (entry.who.arn == resource).then_some(entry.trust.as_deref()).flatten()
+    (*entry.who.arn == *resource).then_some(entry.trust.as_deref()).flatten()
 }

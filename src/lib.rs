@@ -19,6 +19,7 @@ pub mod config;
 pub mod credentials;
 pub mod eval;
 pub mod iam;
+pub mod memory;
 pub mod policy;
 pub mod server;
 pub mod simulate;

@@ -18,6 +18,13 @@ use iamd::policy::{self, Diagnostic, PolicyKind, Severity};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Returns the calling thread's freed pages to the system (see [`iamd::memory`]).
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` only walks mimalloc's own structures; it may be called at any time
+    // from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[derive(Parser)]
 #[command(name = "iamd", version, about = "AWS IAM for your own services")]
 struct Cli {
@@ -101,6 +108,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    iamd::memory::install_release(release_freed_memory);
     let matches = Cli::command().get_matches();
     // The admin subcommand's name, for error messages worded like the aws CLI's.
     let operation = ["admin", "sts", "console"]

@@ -17,16 +17,38 @@ pub enum EntityKind {
     Role,
 }
 
-/// Who a stored user or role is: the facts iamd puts in the request context. Built once per
-/// change of the entity and shared by every snapshot until the next one.
+/// A stored user or role as iamd keeps it in memory: the facts it puts in the request context,
+/// and what its policies are resolved from. Built once per change of the entity and shared by
+/// every snapshot until the next; the rest of its record (path, creation date, inline policy
+/// documents) stays in the store, read by the admin calls that show it.
 #[derive(Debug)]
 pub struct Who {
     pub kind: EntityKind,
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub id: String,
-    pub tags: Vec<Tag>,
+    pub arn: Box<str>,
+    pub account: Box<str>,
+    pub name: Box<str>,
+    pub id: Box<str>,
+    pub tags: Box<[Tag]>,
+    pub links: Links,
+}
+
+/// What a user's or role's policies are resolved from, kept so that a reload or a change of a
+/// managed policy or group resolves the principal again without reading the store.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// Its inline policies, compiled.
+    pub inline: Box<[Arc<Policy>]>,
+    /// Managed policy ARNs, in attachment order.
+    pub attached: Box<[Arc<str>]>,
+    pub boundary: Option<Arc<str>>,
+    /// A user's groups, by lower-cased name.
+    pub groups: Box<[Box<str>]>,
+    /// A role's trust policy; `None` for users, and for a role whose stored trust policy does
+    /// not compile (the role is then unusable rather than open).
+    pub trust: Option<Arc<Policy>>,
+    /// Why an inline policy did not compile: the principal's requests are then denied, since
+    /// the policy could have been a `Deny`.
+    pub problem: Option<Box<str>>,
 }
 
 /// A stored user or role with everything a decision needs, resolved at write or reload time.
@@ -34,13 +56,13 @@ pub struct Who {
 pub struct PrincipalEntry {
     pub who: Arc<Who>,
     /// Inline and attached policies, the user's groups' included.
-    pub identity: Vec<Arc<Policy>>,
+    pub identity: Box<[Arc<Policy>]>,
     pub boundary: Option<Arc<Policy>>,
     /// A role's trust policy: the resource-based policy of `sts:AssumeRole*` on the role.
     pub trust: Option<Arc<Policy>>,
     /// Why the principal's policies could not all be resolved (an attached policy missing from
     /// the bundle). Its requests are then denied: a missing policy could have been a `Deny`.
-    pub unresolved: Option<String>,
+    pub unresolved: Option<Box<str>>,
 }
 
 /// Who an access key belongs to.

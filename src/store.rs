@@ -155,6 +155,17 @@ fn entity_key(kind: &str, account: &str, name: &str) -> Vec<u8> {
     format!("{kind}/{account}/{}", name.to_ascii_lowercase()).into_bytes()
 }
 
+fn account_prefix(kind: &str, account: &str) -> String {
+    if account.is_empty() { format!("{kind}/") } else { format!("{kind}/{account}/") }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising these plain records to JSON cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
@@ -255,6 +266,45 @@ impl Store {
         Ok(document)
     }
 
+    /// Closes the store and opens it again: sled then lets go of the pages it cached.
+    pub fn reopen(self) -> Result<Store, StoreError> {
+        let path = self.path.clone();
+        drop(self);
+        Store::open(&path)
+    }
+
+    pub fn user(&self, account: &str, name: &str) -> Result<Option<User>, StoreError> {
+        self.get(&entity_key("user", account, name))
+    }
+
+    pub fn role(&self, account: &str, name: &str) -> Result<Option<Role>, StoreError> {
+        self.get(&entity_key("role", account, name))
+    }
+
+    /// The users of `account` (of every account when it is empty), by name.
+    pub fn users(&self, account: &str) -> Result<Vec<User>, StoreError> {
+        self.scan(&account_prefix("user", account))
+    }
+
+    /// The roles of `account` (of every account when it is empty), by name.
+    pub fn roles(&self, account: &str) -> Result<Vec<Role>, StoreError> {
+        self.scan(&account_prefix("role", account))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.db.get(key)?.map(|value| decode(key, &value)).transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
     /// Hands every stored record to `visit`, one at a time: a start-up that builds its state
     /// this way never holds a second copy of everything, which at 100,000 users is most of the
     /// process's peak memory.
@@ -267,11 +317,7 @@ impl Store {
         ) -> Result<(), StoreError> {
             for entry in db.scan_prefix(prefix) {
                 let (key, value) = entry?;
-                let record = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    message: e.to_string(),
-                })?;
-                visit(wrap(record));
+                visit(wrap(decode(&key, &value)?));
             }
             Ok(())
         }

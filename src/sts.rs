@@ -615,7 +615,7 @@ pub fn caller_identity(caller: &Authenticated, snapshot: &Snapshot) -> (String, 
             .directory
             .principals
             .get(crate::snapshot::lookup_key(crate::snapshot::EntityKind::User, account, name).as_str())
-            .map(|entry| entry.who.id.clone())
+            .map(|entry| entry.who.id.to_string())
             .unwrap_or_default(),
     };
     (user_id, caller.account().to_string(), caller.principal_arn())

@@ -41,11 +41,9 @@ pub(super) fn entry(state: &State, key: &AccessKey) -> Arc<AccessKeyEntry> {
         Some(name) => KeyOwner::User {
             account: key.account.clone(),
             name: name.clone(),
-            arn: state
-                .users
-                .get(&super::key(&key.account, name))
-                .map(|u| u.record.arn())
-                .unwrap_or_else(|| format!("arn:aws:iam::{}:user/{name}", key.account)),
+            arn: user_of(state, &key.account, name)
+                .map(|u| u.arn.to_string())
+                .unwrap_or_else(|_| format!("arn:aws:iam::{}:user/{name}", key.account)),
         },
         None => KeyOwner::Root { account: key.account.clone() },
     };
@@ -81,7 +79,7 @@ pub(super) fn check_imported(state: &State, key: &AccessKey) -> Result<(), IamEr
             key.id
         )));
     };
-    if !state.users.contains_key(&super::key(&key.account, user)) {
+    if user_of(state, &key.account, user).is_err() {
         return Err(IamError::NoSuchEntity(format!(
             "access key {} belongs to user {user}, which the document does not define",
             key.id
@@ -112,7 +110,7 @@ impl Iam {
         let account = self.account(account)?;
         let mut state = self.lock();
         let user = match user {
-            Some(name) => Some(user_of(&state, account, name)?.record.name.clone()),
+            Some(name) => Some(user_of(&state, account, name)?.name.to_string()),
             None => None,
         };
         if owned_by(&state, account, user.as_deref()).count() >= MAX_ACCESS_KEYS {

@@ -163,7 +163,7 @@ impl Iam {
     ) -> Result<(), IamError> {
         let account = self.account(account)?;
         let mut state = self.lock();
-        let user_name = user_of(&state, account, user)?.record.name.clone();
+        let user_name = user_of(&state, account, user)?.name.to_string();
         let mut device = device_of(&state, serial)?.clone();
         if device.user.is_some() {
             return Err(IamError::EntityAlreadyExists(format!("MFA device {serial} is already in use.")));
@@ -302,7 +302,7 @@ impl Iam {
     pub fn list_mfa_devices(&self, account: &str, user: &str) -> Result<Vec<MfaDevice>, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        let name = user_of(&state, account, user)?.record.name.clone();
+        let name = user_of(&state, account, user)?.name.to_string();
         Ok(owned(&state, account, &name).cloned().collect())
     }
 }

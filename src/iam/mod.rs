@@ -28,9 +28,11 @@ use validate::NameKind;
 
 use crate::bundle::Bundle;
 use crate::credentials::KeyRing;
+use crate::policy::intern::Interner;
 use crate::policy::{self, Policy, PolicyKind};
 use crate::snapshot::{
-    AccessKeyEntry, Directory, EntityKind, PrincipalEntry, SharedSnapshot, Snapshot, Who, principal_key,
+    AccessKeyEntry, Directory, EntityKind, Links, PrincipalEntry, SharedSnapshot, Snapshot, Who, lookup_key,
+    principal_key,
 };
 use crate::store::{SCHEMA_VERSION, Store, StoreError, Stored, Write};
 
@@ -40,78 +42,91 @@ fn key(account: &str, name: &str) -> Key {
     (account.to_string(), name.to_ascii_lowercase())
 }
 
-/// A stored entity with its inline policies compiled and, for users and roles, who it is.
+/// A group as iamd keeps it in memory: the whole record (groups are few), with its inline
+/// policies compiled.
 #[derive(Clone, Debug)]
-struct Compiled<T> {
-    /// Boxed: the maps of entities keep their values inline in B-tree nodes that are about half
-    /// full, and a record is hundreds of bytes, while its box is 8.
-    record: Box<T>,
-    inline: Vec<Arc<Policy>>,
-    who: Option<Arc<Who>>,
-    /// A role's trust policy; `None` for users and groups, and for a role whose stored trust
-    /// policy does not compile (the role is then unusable rather than open).
-    trust: Option<Arc<Policy>>,
-    /// Why an inline policy did not compile: requests of the entity (and of a group's members)
-    /// are then denied, since the policy could have been a `Deny`.
-    problem: Option<String>,
-}
-
-impl<T> Compiled<T> {
-    /// Refuses an entity whose inline policies do not compile (on load and import).
-    fn valid(self) -> Result<Self, IamError> {
-        match &self.problem {
-            Some(problem) => Err(IamError::MalformedPolicyDocument(problem.clone())),
-            None => Ok(self),
-        }
-    }
+struct CompiledGroup {
+    record: Group,
+    inline: Box<[Arc<Policy>]>,
+    /// Why an inline policy did not compile: requests of the group's members are then denied,
+    /// since the policy could have been a `Deny`.
+    problem: Option<Box<str>>,
 }
 
 /// Compiles inline policies, turning a failure into a problem rather than dropping them.
-fn compile_or_note(owner: &str, inline: &BTreeMap<String, String>) -> (Vec<Arc<Policy>>, Option<String>) {
+fn compile_or_note(owner: &str, inline: &BTreeMap<String, String>) -> (Box<[Arc<Policy>]>, Option<Box<str>>) {
     match compile_inline(owner, inline) {
-        Ok(policies) => (policies, None),
-        Err(e) => (Vec::new(), Some(format!("an inline policy of {owner} does not compile: {e}"))),
+        Ok(policies) => (policies.into(), None),
+        Err(e) => (Box::default(), Some(format!("an inline policy of {owner} does not compile: {e}").into())),
     }
 }
 
-fn compiled_user(user: User) -> Compiled<User> {
-    let (inline, problem) = compile_or_note(&user.arn(), &user.inline);
-    let who = Who {
-        kind: EntityKind::User,
-        arn: user.arn(),
-        account: user.account.clone(),
-        name: user.name.clone(),
-        id: user.id.clone(),
-        tags: user.tags.clone(),
-    };
-    Compiled { record: Box::new(user), inline, who: Some(Arc::new(who)), trust: None, problem }
-}
-
-fn compiled_group(group: Group) -> Compiled<Group> {
+fn compiled_group(group: Group) -> CompiledGroup {
     let (inline, problem) = compile_or_note(&group.arn(), &group.inline);
-    Compiled { record: Box::new(group), inline, who: None, trust: None, problem }
+    CompiledGroup { record: group, inline, problem }
 }
 
-fn compiled_role(role: Role) -> Compiled<Role> {
-    let (inline, problem) = compile_or_note(&role.arn(), &role.inline);
-    let who = Who {
-        kind: EntityKind::Role,
-        arn: role.arn(),
-        account: role.account.clone(),
-        name: role.name.clone(),
-        id: role.id.clone(),
-        tags: role.tags.clone(),
+/// What of a user's record iamd keeps in memory.
+fn user_who(arns: &mut Interner, user: User) -> Who {
+    let arn = user.arn();
+    let (inline, problem) = compile_or_note(&arn, &user.inline);
+    let links = Links {
+        inline,
+        attached: user.attached.iter().map(|a| arns.intern(a)).collect(),
+        boundary: user.boundary.as_deref().map(|b| arns.intern(b)),
+        groups: user.groups.into_iter().map(String::into_boxed_str).collect(),
+        trust: None,
+        problem,
     };
-    let trust = policy::parse(&format!("{}/trust-policy", role.arn()), &role.trust_policy, PolicyKind::Trust)
+    Who {
+        kind: EntityKind::User,
+        arn: arn.into(),
+        account: user.account.into(),
+        name: user.name.into(),
+        id: user.id.into(),
+        tags: user.tags.into(),
+        links,
+    }
+}
+
+/// What of a role's record iamd keeps in memory.
+fn role_who(arns: &mut Interner, role: Role) -> Who {
+    let arn = role.arn();
+    let (inline, problem) = compile_or_note(&arn, &role.inline);
+    let trust = policy::parse(&format!("{arn}/trust-policy"), &role.trust_policy, PolicyKind::Trust)
         .ok()
         .map(|parsed| Arc::new(parsed.policy));
-    Compiled { record: Box::new(role), inline, who: Some(Arc::new(who)), trust, problem }
+    let links = Links {
+        inline,
+        attached: role.attached.iter().map(|a| arns.intern(a)).collect(),
+        boundary: role.boundary.as_deref().map(|b| arns.intern(b)),
+        groups: Box::default(),
+        trust,
+        problem,
+    };
+    Who {
+        kind: EntityKind::Role,
+        arn: arn.into(),
+        account: role.account.into(),
+        name: role.name.into(),
+        id: role.id.into(),
+        tags: role.tags.into(),
+        links,
+    }
 }
 
+/// Refuses an entity whose inline policies do not compile (on import).
+fn valid(problem: &Option<Box<str>>) -> Result<(), IamError> {
+    match problem {
+        Some(problem) => Err(IamError::MalformedPolicyDocument(problem.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// The in-memory state. Users and roles live only in the directory, as its entries hold them
+/// (see [`Who`]): at 100,000 principals a second map of them would be tens of megabytes.
 struct State {
-    users: BTreeMap<Key, Compiled<User>>,
-    groups: BTreeMap<Key, Compiled<Group>>,
-    roles: BTreeMap<Key, Compiled<Role>>,
+    groups: BTreeMap<Key, CompiledGroup>,
     resource_tags: BTreeMap<String, Vec<Tag>>,
     /// Access keys by id, with their opened secrets.
     access_keys: BTreeMap<String, (AccessKey, Arc<AccessKeyEntry>)>,
@@ -126,14 +141,14 @@ struct State {
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
     generation: u64,
+    /// Managed policy ARNs as principals attach them, stored once.
+    arns: Interner,
 }
 
 impl State {
     fn new(keyring: Arc<KeyRing>) -> State {
         State {
-            users: BTreeMap::new(),
             groups: BTreeMap::new(),
-            roles: BTreeMap::new(),
             resource_tags: BTreeMap::new(),
             access_keys: BTreeMap::new(),
             mfa_devices: BTreeMap::new(),
@@ -144,6 +159,7 @@ impl State {
             bundle: None,
             directory: Directory::default(),
             generation: 0,
+            arns: Interner::default(),
         }
     }
 }
@@ -216,19 +232,21 @@ impl Iam {
         default_account: String,
         keyring: Arc<KeyRing>,
     ) -> Result<Iam, StoreError> {
-        let iam = Iam {
+        let mut state = State::new(keyring);
+        store.for_each(|record| load_stored(&mut state, record))?;
+        // sled keeps every page this first read touched in its cache (its LRU evicts nothing
+        // until tens of thousands of further reads): at 100,000 users, ~40 MB held for nothing.
+        // Opening the store again lets go of them.
+        let store = store.reopen()?;
+        crate::memory::release_freed();
+        Ok(Iam {
             store,
-            state: Mutex::new(State::new(keyring)),
+            state: Mutex::new(state),
             snapshot,
             default_account,
             mfa_attempts: mfa::Attempts::default(),
             password_attempts: mfa::Attempts::default(),
-        };
-        {
-            let mut state = iam.lock();
-            iam.store.for_each(|record| load_stored(&mut state, record))?;
-        }
-        Ok(iam)
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -265,19 +283,20 @@ impl Iam {
         let account = if account.is_empty() { self.default_account.as_str() } else { account };
         let state = self.lock();
         let stored = match kind {
-            Entity::User => user_of(&state, account, name).map(|u| u.record.arn()),
+            Entity::User => user_of(&state, account, name).map(|u| u.arn.to_string()),
             Entity::Group => group_of(&state, account, name).map(|g| g.record.arn()),
-            Entity::Role => role_of(&state, account, name).map(|r| r.record.arn()),
+            Entity::Role => role_of(&state, account, name).map(|r| r.arn.to_string()),
         };
         stored.unwrap_or_else(|_| format!("arn:aws:iam::{account}:{}/{name}", kind.label()))
     }
 
     pub fn counts(&self) -> Counts {
         let state = self.lock();
+        let (users, roles) = principal_counts(&state.directory);
         Counts {
-            users: state.users.len(),
+            users,
             groups: state.groups.len(),
-            roles: state.roles.len(),
+            roles,
             resource_tags: state.resource_tags.len(),
             access_keys: state.access_keys.len(),
         }
@@ -328,7 +347,7 @@ impl Iam {
         let mut merged = Vec::new();
         validate::merge_tags(&mut merged, tags)?;
         let mut state = self.lock();
-        if state.users.contains_key(&key(account, name)) {
+        if user_of(&state, account, name).is_ok() {
             return Err(IamError::EntityAlreadyExists(format!("User with name {name} already exists.")));
         }
         if !boundary.is_empty() {
@@ -353,12 +372,16 @@ impl Iam {
     pub fn get_user(&self, account: &str, name: &str) -> Result<User, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        Ok(user_of(&state, account, name)?.record.as_ref().clone())
+        self.user_record(&state, account, name)
     }
 
     pub fn list_users(&self, account: &str, path_prefix: &str) -> Result<Vec<User>, IamError> {
         let account = self.account(account)?;
-        Ok(listed(&self.lock().users, path_prefix, |u| (u.account == account, &u.path)))
+        // Held so that no write lands in the middle of the listing.
+        let _state = self.lock();
+        let mut users = self.store.users(account).map_err(unreadable)?;
+        users.retain(|u| u.path.starts_with(path_prefix));
+        Ok(users)
     }
 
     /// Deletes a user that has no inline policies, attachments, boundary or group memberships,
@@ -366,7 +389,7 @@ impl Iam {
     pub fn delete_user(&self, account: &str, name: &str) -> Result<(), IamError> {
         let account = self.account(account)?;
         let mut state = self.lock();
-        let user = &user_of(&state, account, name)?.record;
+        let user = self.user_record(&state, account, name)?;
         let blockers: Vec<&str> = [
             (!user.inline.is_empty(), "inline policies"),
             (!user.attached.is_empty(), "attached policies"),
@@ -384,8 +407,7 @@ impl Iam {
                 blockers.join(", ")
             )));
         }
-        let name = user.name.clone();
-        self.commit(&mut state, vec![Write::DeleteUser { account: account.to_string(), name }])
+        self.commit(&mut state, vec![Write::DeleteUser { account: account.to_string(), name: user.name }])
     }
 
     // Groups.
@@ -416,14 +438,23 @@ impl Iam {
     pub fn get_group(&self, account: &str, name: &str) -> Result<(Group, Vec<String>), IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        let group = group_of(&state, account, name)?.record.as_ref().clone();
-        let members = members(&state, account, &group.name).map(|u| u.record.name.clone()).collect();
+        let group = group_of(&state, account, name)?.record.clone();
+        let mut members: Vec<String> =
+            members(&state, account, &group.name).map(|u| u.name.to_string()).collect();
+        members.sort_by_key(|name| name.to_ascii_lowercase());
         Ok((group, members))
     }
 
     pub fn list_groups(&self, account: &str, path_prefix: &str) -> Result<Vec<Group>, IamError> {
         let account = self.account(account)?;
-        Ok(listed(&self.lock().groups, path_prefix, |g| (g.account == account, &g.path)))
+        Ok(self
+            .lock()
+            .groups
+            .values()
+            .map(|g| &g.record)
+            .filter(|g| g.account == account && g.path.starts_with(path_prefix))
+            .cloned()
+            .collect())
     }
 
     pub fn list_groups_for_user(&self, account: &str, user: &str) -> Result<Vec<Group>, IamError> {
@@ -431,11 +462,11 @@ impl Iam {
         let state = self.lock();
         let user = user_of(&state, account, user)?;
         Ok(user
-            .record
+            .links
             .groups
             .iter()
             .filter_map(|g| state.groups.get(&key(account, g)))
-            .map(|g| g.record.as_ref().clone())
+            .map(|g| g.record.clone())
             .collect())
     }
 
@@ -459,7 +490,7 @@ impl Iam {
         let account = self.account(account)?;
         let mut state = self.lock();
         let group_name = group_of(&state, account, group)?.record.name.to_ascii_lowercase();
-        let mut record = user_of(&state, account, user)?.record.as_ref().clone();
+        let mut record = self.user_record(&state, account, user)?;
         if record.groups.insert(group_name) {
             if record.groups.len() > validate::MAX_GROUPS_PER_USER {
                 return Err(IamError::LimitExceeded(format!(
@@ -476,7 +507,7 @@ impl Iam {
         let account = self.account(account)?;
         let mut state = self.lock();
         group_of(&state, account, group)?;
-        let mut record = user_of(&state, account, user)?.record.as_ref().clone();
+        let mut record = self.user_record(&state, account, user)?;
         if !record.groups.remove(&group.to_ascii_lowercase()) {
             return Err(IamError::NoSuchEntity(format!("User {user} is not in group {group}.")));
         }
@@ -508,7 +539,7 @@ impl Iam {
         let mut merged = Vec::new();
         validate::merge_tags(&mut merged, tags)?;
         let mut state = self.lock();
-        if state.roles.contains_key(&key(account, name)) {
+        if role_of(&state, account, name).is_ok() {
             return Err(IamError::EntityAlreadyExists(format!("Role with name {name} already exists.")));
         }
         if !boundary.is_empty() {
@@ -535,23 +566,26 @@ impl Iam {
     pub fn get_role(&self, account: &str, name: &str) -> Result<Role, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        Ok(role_of(&state, account, name)?.record.as_ref().clone())
+        self.role_record(&state, account, name)
     }
 
     pub fn list_roles(&self, account: &str, path_prefix: &str) -> Result<Vec<Role>, IamError> {
         let account = self.account(account)?;
-        Ok(listed(&self.lock().roles, path_prefix, |r| (r.account == account, &r.path)))
+        // Held so that no write lands in the middle of the listing.
+        let _state = self.lock();
+        let mut roles = self.store.roles(account).map_err(unreadable)?;
+        roles.retain(|r| r.path.starts_with(path_prefix));
+        Ok(roles)
     }
 
     pub fn delete_role(&self, account: &str, name: &str) -> Result<(), IamError> {
         let account = self.account(account)?;
         let mut state = self.lock();
-        let role = &role_of(&state, account, name)?.record;
+        let role = self.role_record(&state, account, name)?;
         if !role.inline.is_empty() || !role.attached.is_empty() {
             return Err(IamError::DeleteConflict("Cannot delete entity, must delete policies first.".into()));
         }
-        let name = role.name.clone();
-        self.commit(&mut state, vec![Write::DeleteRole { account: account.to_string(), name }])
+        self.commit(&mut state, vec![Write::DeleteRole { account: account.to_string(), name: role.name }])
     }
 
     pub fn update_assume_role_policy(
@@ -563,7 +597,7 @@ impl Iam {
         let account = self.account(account)?;
         check_trust_policy(document)?;
         let mut state = self.lock();
-        let mut role = role_of(&state, account, name)?.record.as_ref().clone();
+        let mut role = self.role_record(&state, account, name)?;
         role.trust_policy = document.to_string();
         self.commit(&mut state, vec![Write::PutRole(role)])
     }
@@ -606,8 +640,8 @@ impl Iam {
     ) -> Result<String, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        let (inline, _) = entity_policies(&state, kind, account, name)?;
-        inline.get(policy_name).cloned().ok_or_else(|| {
+        let (mut inline, _) = self.entity_policies(&state, kind, account, name)?;
+        inline.remove(policy_name).ok_or_else(|| {
             IamError::NoSuchEntity(format!(
                 "The {} policy with name {policy_name} cannot be found.",
                 kind.label()
@@ -623,7 +657,7 @@ impl Iam {
     ) -> Result<Vec<String>, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        Ok(entity_policies(&state, kind, account, name)?.0.keys().cloned().collect())
+        Ok(self.entity_policies(&state, kind, account, name)?.0.into_keys().collect())
     }
 
     pub fn delete_inline_policy(
@@ -685,7 +719,7 @@ impl Iam {
     ) -> Result<Vec<String>, IamError> {
         let account = self.account(account)?;
         let state = self.lock();
-        Ok(entity_policies(&state, kind, account, name)?.1.to_vec())
+        Ok(self.entity_policies(&state, kind, account, name)?.1)
     }
 
     /// Sets (`Some`) or removes (`None`) the permissions boundary of a user or role.
@@ -735,8 +769,8 @@ impl Iam {
         let account = self.account(account)?;
         let state = self.lock();
         match kind {
-            Entity::User => Ok(user_of(&state, account, name)?.record.tags.clone()),
-            Entity::Role => Ok(role_of(&state, account, name)?.record.tags.clone()),
+            Entity::User => Ok(user_of(&state, account, name)?.tags.to_vec()),
+            Entity::Role => Ok(role_of(&state, account, name)?.tags.to_vec()),
             Entity::Group => Err(IamError::InvalidInput("groups cannot be tagged".into())),
         }
     }
@@ -771,13 +805,13 @@ impl Iam {
     }
 
     /// Everything stored, as one document.
-    pub fn export(&self) -> StateDocument {
+    pub fn export(&self) -> Result<StateDocument, IamError> {
         let state = self.lock();
-        StateDocument {
+        Ok(StateDocument {
             schema_version: SCHEMA_VERSION,
-            users: state.users.values().map(|u| u.record.as_ref().clone()).collect(),
-            groups: state.groups.values().map(|g| g.record.as_ref().clone()).collect(),
-            roles: state.roles.values().map(|r| r.record.as_ref().clone()).collect(),
+            users: self.store.users("").map_err(unreadable)?,
+            groups: state.groups.values().map(|g| g.record.clone()).collect(),
+            roles: self.store.roles("").map_err(unreadable)?,
             resource_tags: state
                 .resource_tags
                 .iter()
@@ -794,7 +828,7 @@ impl Iam {
             login_profiles: state.login_profiles.values().cloned().collect(),
             password_policies: state.password_policies.values().cloned().collect(),
             managed_policies: state.managed_policies.values().map(|p| p.record.clone()).collect(),
-        }
+        })
     }
 
     /// Replaces everything stored with `document`, after validating all of it.
@@ -849,10 +883,11 @@ impl Iam {
                 e => not_changed(e),
             });
         }
+        let (users, roles) = principal_counts(&fresh.directory);
         let counts = Counts {
-            users: fresh.users.len(),
+            users,
             groups: fresh.groups.len(),
-            roles: fresh.roles.len(),
+            roles,
             resource_tags: fresh.resource_tags.len(),
             access_keys: fresh.access_keys.len(),
         };
@@ -865,6 +900,43 @@ impl Iam {
 
     pub fn flush(&self) -> Result<(), StoreError> {
         self.store.flush()
+    }
+
+    /// A user's whole record. Memory holds only what decisions need; the rest is read from the
+    /// store, with the state locked so that no write comes between.
+    fn user_record(&self, state: &State, account: &str, name: &str) -> Result<User, IamError> {
+        let name = &user_of(state, account, name)?.name;
+        self.store.user(account, name).map_err(unreadable)?.ok_or_else(|| missing_record("user", name))
+    }
+
+    /// A role's whole record, as [`Iam::user_record`].
+    fn role_record(&self, state: &State, account: &str, name: &str) -> Result<Role, IamError> {
+        let name = &role_of(state, account, name)?.name;
+        self.store.role(account, name).map_err(unreadable)?.ok_or_else(|| missing_record("role", name))
+    }
+
+    /// The inline policy documents and attached policy ARNs of an entity.
+    fn entity_policies(
+        &self,
+        state: &State,
+        kind: Entity,
+        account: &str,
+        name: &str,
+    ) -> Result<(BTreeMap<String, String>, Vec<String>), IamError> {
+        Ok(match kind {
+            Entity::User => {
+                let u = self.user_record(state, account, name)?;
+                (u.inline, u.attached)
+            }
+            Entity::Group => {
+                let g = &group_of(state, account, name)?.record;
+                (g.inline.clone(), g.attached.clone())
+            }
+            Entity::Role => {
+                let r = self.role_record(state, account, name)?;
+                (r.inline, r.attached)
+            }
+        })
     }
 
     /// Changes the tags or the permissions boundary of a user or role through `change`; groups
@@ -880,12 +952,12 @@ impl Iam {
     ) -> Result<(), IamError> {
         let write = match kind {
             Entity::User => {
-                let mut user = user_of(state, account, name)?.record.as_ref().clone();
+                let mut user = self.user_record(state, account, name)?;
                 change(&mut user.tags, &mut user.boundary)?;
                 Write::PutUser(user)
             }
             Entity::Role => {
-                let mut role = role_of(state, account, name)?.record.as_ref().clone();
+                let mut role = self.role_record(state, account, name)?;
                 change(&mut role.tags, &mut role.boundary)?;
                 Write::PutRole(role)
             }
@@ -905,17 +977,17 @@ impl Iam {
     ) -> Result<(), IamError> {
         let write = match kind {
             Entity::User => {
-                let mut user = user_of(state, account, name)?.record.as_ref().clone();
+                let mut user = self.user_record(state, account, name)?;
                 change(&mut user.inline, &mut user.attached)?;
                 Write::PutUser(user)
             }
             Entity::Group => {
-                let mut group = group_of(state, account, name)?.record.as_ref().clone();
+                let mut group = group_of(state, account, name)?.record.clone();
                 change(&mut group.inline, &mut group.attached)?;
                 Write::PutGroup(group)
             }
             Entity::Role => {
-                let mut role = role_of(state, account, name)?.record.as_ref().clone();
+                let mut role = self.role_record(state, account, name)?;
                 change(&mut role.inline, &mut role.attached)?;
                 Write::PutRole(role)
             }
@@ -958,23 +1030,6 @@ impl Entity {
     }
 }
 
-/// The records of one account whose path starts with `path_prefix`, as `ListUsers` and its
-/// siblings return them. `place` gives whether a record is in the account, and its path.
-fn listed<T: Clone>(
-    entities: &BTreeMap<Key, Compiled<T>>,
-    path_prefix: &str,
-    place: impl Fn(&T) -> (bool, &str),
-) -> Vec<T> {
-    entities
-        .values()
-        .filter(|e| {
-            let (in_account, path) = place(&e.record);
-            in_account && path.starts_with(path_prefix)
-        })
-        .map(|e| e.record.as_ref().clone())
-        .collect()
-}
-
 fn check_trust_policy(document: &str) -> Result<(), IamError> {
     policy::parse("AssumeRolePolicyDocument", document, PolicyKind::Trust)
         .map(|_| ())
@@ -990,56 +1045,53 @@ fn check_resource_arn(arn: &str) -> Result<(), IamError> {
     Ok(())
 }
 
-fn user_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<User>, IamError> {
-    state
-        .users
-        .get(&key(account, name))
+fn unreadable(e: StoreError) -> IamError {
+    IamError::ServiceFailure(format!("the record could not be read from the store: {e}"))
+}
+
+fn missing_record(kind: &str, name: &str) -> IamError {
+    IamError::ServiceFailure(format!(
+        "the {kind} {name} is in memory but not in the store; restart iamd to reload its state"
+    ))
+}
+
+/// How many users and roles the directory holds.
+fn principal_counts(directory: &Directory) -> (usize, usize) {
+    directory.principals.values().fold((0, 0), |(users, roles), entry| match entry.who.kind {
+        EntityKind::User => (users + 1, roles),
+        EntityKind::Role => (users, roles + 1),
+    })
+}
+
+fn stored_principal<'s>(state: &'s State, kind: EntityKind, account: &str, name: &str) -> Option<&'s Who> {
+    state.directory.principals.get(lookup_key(kind, account, name).as_str()).map(|entry| entry.who.as_ref())
+}
+
+fn user_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Who, IamError> {
+    stored_principal(state, EntityKind::User, account, name)
         .ok_or_else(|| IamError::NoSuchEntity(format!("The user with name {name} cannot be found.")))
 }
 
-fn group_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<Group>, IamError> {
+fn group_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s CompiledGroup, IamError> {
     state
         .groups
         .get(&key(account, name))
         .ok_or_else(|| IamError::NoSuchEntity(format!("The group with name {name} cannot be found.")))
 }
 
-fn role_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Compiled<Role>, IamError> {
-    state
-        .roles
-        .get(&key(account, name))
+fn role_of<'s>(state: &'s State, account: &str, name: &str) -> Result<&'s Who, IamError> {
+    stored_principal(state, EntityKind::Role, account, name)
         .ok_or_else(|| IamError::NoSuchEntity(format!("The role with name {name} cannot be found.")))
 }
 
-fn entity_policies<'s>(
-    state: &'s State,
-    kind: Entity,
-    account: &str,
-    name: &str,
-) -> Result<(&'s BTreeMap<String, String>, &'s [String]), IamError> {
-    Ok(match kind {
-        Entity::User => {
-            let u = &user_of(state, account, name)?.record;
-            (&u.inline, &u.attached)
-        }
-        Entity::Group => {
-            let g = &group_of(state, account, name)?.record;
-            (&g.inline, &g.attached)
-        }
-        Entity::Role => {
-            let r = &role_of(state, account, name)?.record;
-            (&r.inline, &r.attached)
-        }
-    })
-}
-
-fn members<'s>(
-    state: &'s State,
-    account: &'s str,
-    group: &str,
-) -> impl Iterator<Item = &'s Compiled<User>> + 's {
-    let group = group.to_ascii_lowercase();
-    state.users.values().filter(move |u| u.record.account == account && u.record.groups.contains(&group))
+/// The users of `account` in `group`.
+fn members<'s>(state: &'s State, account: &'s str, group: &'s str) -> impl Iterator<Item = &'s Who> + 's {
+    state
+        .directory
+        .principals
+        .values()
+        .map(|entry| entry.who.as_ref())
+        .filter(move |who| is_member(who, account, group))
 }
 
 /// Adds one record from the store to `state`, as the store holds it: an entity whose policies
@@ -1048,13 +1100,15 @@ fn members<'s>(
 fn load_stored(state: &mut State, record: Stored) {
     match record {
         Stored::User(user) => {
-            state.users.insert(key(&user.account, &user.name), compiled_user(user));
+            let who = user_who(&mut state.arns, user);
+            put_principal(state, who);
         }
         Stored::Group(group) => {
             state.groups.insert(key(&group.account, &group.name), compiled_group(group));
         }
         Stored::Role(role) => {
-            state.roles.insert(key(&role.account, &role.name), compiled_role(role));
+            let who = role_who(&mut state.arns, role);
+            put_principal(state, who);
         }
         Stored::ResourceTags(tags) => {
             state.resource_tags.insert(tags.arn, tags.tags);
@@ -1107,20 +1161,26 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         accounts(&user.account)?;
         validate::name(NameKind::User, &user.name)?;
         validate::path(&user.path)?;
-        state.users.insert(key(&user.account, &user.name), compiled_user(user).valid()?);
+        let who = user_who(&mut state.arns, user);
+        valid(&who.links.problem)?;
+        put_principal(state, who);
     }
     for group in document.groups {
         accounts(&group.account)?;
         validate::name(NameKind::Group, &group.name)?;
         validate::path(&group.path)?;
-        state.groups.insert(key(&group.account, &group.name), compiled_group(group).valid()?);
+        let group = compiled_group(group);
+        valid(&group.problem)?;
+        state.groups.insert(key(&group.record.account, &group.record.name), group);
     }
     for role in document.roles {
         accounts(&role.account)?;
         validate::name(NameKind::Role, &role.name)?;
         validate::path(&role.path)?;
         check_trust_policy(&role.trust_policy)?;
-        state.roles.insert(key(&role.account, &role.name), compiled_role(role).valid()?);
+        let who = role_who(&mut state.arns, role);
+        valid(&who.links.problem)?;
+        put_principal(state, who);
     }
     for tags in document.resource_tags {
         state.resource_tags.insert(tags.arn, tags.tags);
@@ -1132,7 +1192,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
     }
     for device in document.mfa_devices {
         if let Some(user) = &device.user
-            && !state.users.contains_key(&key(&device.account, user))
+            && user_of(state, &device.account, user).is_err()
         {
             return Err(IamError::NoSuchEntity(format!(
                 "MFA device {} is enabled for user {user}, which the document does not define",
@@ -1142,7 +1202,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         state.mfa_devices.insert(device.serial.clone(), device);
     }
     for profile in document.login_profiles {
-        if !state.users.contains_key(&key(&profile.account, &profile.user)) {
+        if user_of(state, &profile.account, &profile.user).is_err() {
             return Err(IamError::NoSuchEntity(format!(
                 "the login profile of user {} has no user in the document",
                 profile.user
@@ -1174,41 +1234,35 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
 fn apply(state: &mut State, write: Write) {
     match write {
         Write::PutUser(user) => {
-            let k = key(&user.account, &user.name);
-            let compiled = compiled_user(user);
-            let entry = resolve_user(state, &compiled);
-            state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
-            state.users.insert(k, compiled);
+            let who = user_who(&mut state.arns, user);
+            put_principal(state, who);
         }
         Write::DeleteUser { account, name } => {
-            state.users.remove(&key(&account, &name));
-            state.directory.principals.remove(&principal_key(EntityKind::User, &account, &name));
+            state.directory.principals.remove(lookup_key(EntityKind::User, &account, &name).as_str());
         }
         Write::PutGroup(group) => {
             let (account, name) = (group.account.clone(), group.name.clone());
             state.groups.insert(key(&account, &name), compiled_group(group));
-            let affected: Vec<Key> =
-                members(state, &account, &name).map(|u| key(&u.record.account, &u.record.name)).collect();
-            for k in affected {
-                if let Some(user) = state.users.get(&k) {
-                    let entry = resolve_user(state, user);
-                    state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
-                }
+            let affected: Vec<Arc<Who>> = state
+                .directory
+                .principals
+                .values()
+                .filter(|e| is_member(&e.who, &account, &name))
+                .map(|e| e.who.clone())
+                .collect();
+            for who in affected {
+                resolve_again(state, who);
             }
         }
         Write::DeleteGroup { account, name } => {
             state.groups.remove(&key(&account, &name));
         }
         Write::PutRole(role) => {
-            let k = key(&role.account, &role.name);
-            let compiled = compiled_role(role);
-            let entry = resolve_role(state, &compiled);
-            state.directory.principals.insert(principal_key(EntityKind::Role, &k.0, &k.1), entry);
-            state.roles.insert(k, compiled);
+            let who = role_who(&mut state.arns, role);
+            put_principal(state, who);
         }
         Write::DeleteRole { account, name } => {
-            state.roles.remove(&key(&account, &name));
-            state.directory.principals.remove(&principal_key(EntityKind::Role, &account, &name));
+            state.directory.principals.remove(lookup_key(EntityKind::Role, &account, &name).as_str());
         }
         Write::PutResourceTags(tags) => {
             state.directory.resource_tags.insert(tags.arn.as_str().into(), tags.tags.as_slice().into());
@@ -1275,57 +1329,53 @@ fn apply(state: &mut State, write: Write) {
 /// Resolves again the users and roles that attach `arn` (themselves or through a group) or
 /// have it as their boundary, after the policy changed.
 fn resolve_users_of_policy(state: &mut State, arn: &str) {
-    let uses = |attached: &[String], boundary: &Option<String>| {
-        attached.iter().any(|a| a == arn) || boundary.as_deref() == Some(arn)
-    };
-    let users: Vec<Key> = state
-        .users
-        .iter()
-        .filter(|(_, u)| {
-            uses(&u.record.attached, &u.record.boundary)
-                || u.record.groups.iter().any(|g| {
+    let affected: Vec<Arc<Who>> = state
+        .directory
+        .principals
+        .values()
+        .filter(|entry| {
+            let links = &entry.who.links;
+            links.attached.iter().any(|a| **a == *arn)
+                || links.boundary.as_deref() == Some(arn)
+                || links.groups.iter().any(|g| {
                     state
                         .groups
-                        .get(&key(&u.record.account, g))
-                        .is_some_and(|g| uses(&g.record.attached, &None))
+                        .get(&key(&entry.who.account, g))
+                        .is_some_and(|g| g.record.attached.iter().any(|a| a == arn))
                 })
         })
-        .map(|(k, _)| k.clone())
+        .map(|entry| entry.who.clone())
         .collect();
-    for k in users {
-        if let Some(user) = state.users.get(&k) {
-            let entry = resolve_user(state, user);
-            state.directory.principals.insert(principal_key(EntityKind::User, &k.0, &k.1), entry);
-        }
+    for who in affected {
+        resolve_again(state, who);
     }
-    let roles: Vec<Key> = state
-        .roles
-        .iter()
-        .filter(|(_, r)| uses(&r.record.attached, &r.record.boundary))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in roles {
-        if let Some(role) = state.roles.get(&k) {
-            let entry = resolve_role(state, role);
-            state.directory.principals.insert(principal_key(EntityKind::Role, &k.0, &k.1), entry);
-        }
-    }
+}
+
+fn is_member(who: &Who, account: &str, group: &str) -> bool {
+    who.kind == EntityKind::User
+        && *who.account == *account
+        && who.links.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
+}
+
+/// Resolves a changed user or role and puts it in the directory.
+fn put_principal(state: &mut State, who: Who) {
+    let key = principal_key(who.kind, &who.account, &who.name);
+    let entry = resolve(state, Arc::new(who));
+    state.directory.principals.insert(key, entry);
+}
+
+/// Resolves a user or role again, after a policy or group it uses changed.
+fn resolve_again(state: &mut State, who: Arc<Who>) {
+    let key = principal_key(who.kind, &who.account, &who.name);
+    let entry = resolve(state, who);
+    state.directory.principals.insert(key, entry);
 }
 
 /// Resolves every principal against the current bundle into a new directory and publishes it.
 fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
     let mut directory = Directory::default();
-    for user in state.users.values() {
-        let entry = resolve_user(state, user);
-        directory
-            .principals
-            .insert(principal_key(EntityKind::User, &user.record.account, &user.record.name), entry);
-    }
-    for role in state.roles.values() {
-        let entry = resolve_role(state, role);
-        directory
-            .principals
-            .insert(principal_key(EntityKind::Role, &role.record.account, &role.record.name), entry);
+    for (key, entry) in &state.directory.principals {
+        directory.principals.insert(key.clone(), resolve(state, entry.who.clone()));
     }
     for (arn, tags) in &state.resource_tags {
         directory.resource_tags.insert(arn.as_str().into(), tags.as_slice().into());
@@ -1342,7 +1392,10 @@ fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
     let previous = publish(state, snapshot);
     // Freeing a whole directory (and the previous bundle) takes a while at large sizes: do it
     // off the publishing path, once readers of the old snapshot are done with it.
-    let reclaim = move || drop((old_directory, previous));
+    let reclaim = move || {
+        drop((old_directory, previous));
+        crate::memory::release_freed();
+    };
     if std::thread::Builder::new().name("iamd-reclaim".into()).spawn(reclaim).is_err() {
         tracing::debug!("cannot start a thread to free the previous snapshot; it was freed in place");
     }
@@ -1356,80 +1409,68 @@ fn publish(state: &mut State, snapshot: &SharedSnapshot) -> Option<Arc<Snapshot>
 }
 
 /// Looks up attached managed policies, noting any that cannot be found.
-fn attach(state: &State, arns: &[String], policies: &mut Vec<Arc<Policy>>, missing: &mut Vec<String>) {
+fn attach(
+    state: &State,
+    arns: &[impl AsRef<str>],
+    policies: &mut Vec<Arc<Policy>>,
+    missing: &mut Vec<String>,
+) {
     for arn in arns {
-        match policies::managed_policy(state, arn) {
+        match policies::managed_policy(state, arn.as_ref()) {
             Some(policy) => policies.push(policy.clone()),
-            None => missing.push(arn.clone()),
+            None => missing.push(arn.as_ref().to_string()),
         }
     }
 }
 
-fn boundary(state: &State, arn: Option<&String>, missing: &mut Vec<String>) -> Option<Arc<Policy>> {
-    let arn = arn?;
-    let found = policies::managed_policy(state, arn).cloned();
-    if found.is_none() {
-        missing.push(arn.clone());
-    }
-    found
-}
-
-fn unresolved(missing: Vec<String>) -> Option<String> {
+fn unresolved(missing: Vec<String>) -> Option<Box<str>> {
     (!missing.is_empty()).then(|| {
         format!(
             "attached policies missing from the bundle and the store: {}; requests are denied until they \
              are restored",
             missing.join(", ")
         )
+        .into()
     })
 }
 
-fn resolve_user(state: &State, user: &Compiled<User>) -> Arc<PrincipalEntry> {
-    let record = &user.record;
-    let mut identity = user.inline.clone();
-    let mut missing: Vec<String> = user.problem.iter().cloned().collect();
-    attach(state, &record.attached, &mut identity, &mut missing);
-    for group in &record.groups {
-        if let Some(group) = state.groups.get(&key(&record.account, group)) {
+/// What a decision needs of a user or role: its policies (its groups' included) looked up in
+/// the bundle and the store.
+fn resolve(state: &State, who: Arc<Who>) -> Arc<PrincipalEntry> {
+    if state.bundle.is_none() {
+        // Only at start, before the first bundle: nothing is published until it comes, and
+        // then every principal is resolved again.
+        let unresolved = Some("no policy bundle is loaded".into());
+        return Arc::new(PrincipalEntry {
+            who,
+            identity: Box::default(),
+            boundary: None,
+            trust: None,
+            unresolved,
+        });
+    }
+    let links = &who.links;
+    let mut identity = links.inline.to_vec();
+    let mut missing: Vec<String> = links.problem.iter().map(|p| p.to_string()).collect();
+    attach(state, &links.attached, &mut identity, &mut missing);
+    for group in &links.groups {
+        if let Some(group) = state.groups.get(&key(&who.account, group)) {
             identity.extend(group.inline.iter().cloned());
-            missing.extend(group.problem.iter().cloned());
+            missing.extend(group.problem.iter().map(|p| p.to_string()));
             attach(state, &group.record.attached, &mut identity, &mut missing);
         }
     }
-    let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
-    entry(user, identity, boundary, None, missing)
-}
-
-fn resolve_role(state: &State, role: &Compiled<Role>) -> Arc<PrincipalEntry> {
-    let record = &role.record;
-    let mut identity = role.inline.clone();
-    let mut missing: Vec<String> = role.problem.iter().cloned().collect();
-    attach(state, &record.attached, &mut identity, &mut missing);
-    let boundary = boundary(state, record.boundary.as_ref(), &mut missing);
-    let trust = role.trust.clone();
-    if trust.is_none() {
+    let boundary = links.boundary.as_ref().and_then(|arn| {
+        let found = policies::managed_policy(state, arn).cloned();
+        if found.is_none() {
+            missing.push(arn.to_string());
+        }
+        found
+    });
+    let trust = links.trust.clone();
+    if who.kind == EntityKind::Role && trust.is_none() {
         missing.push("its trust policy, which does not compile".into());
     }
-    entry(role, identity, boundary, trust, missing)
-}
-
-fn entry<T>(
-    entity: &Compiled<T>,
-    identity: Vec<Arc<Policy>>,
-    boundary: Option<Arc<Policy>>,
-    trust: Option<Arc<Policy>>,
-    mut missing: Vec<String>,
-) -> Arc<PrincipalEntry> {
-    let who = entity.who.clone().unwrap_or_else(|| {
-        missing.push("its identity".into());
-        Arc::new(Who {
-            kind: EntityKind::User,
-            arn: String::new(),
-            account: String::new(),
-            name: String::new(),
-            id: String::new(),
-            tags: Vec::new(),
-        })
-    });
-    Arc::new(PrincipalEntry { who, identity, boundary, trust, unresolved: unresolved(missing) })
+    let unresolved = unresolved(missing);
+    Arc::new(PrincipalEntry { who, identity: identity.into(), boundary, trust, unresolved })
 }

@@ -123,7 +123,7 @@ impl Iam {
         password_reset_required: bool,
     ) -> Result<LoginProfile, IamError> {
         let account = self.account(account)?;
-        let name = user_of(&self.lock(), account, user)?.record.name.clone();
+        let name = user_of(&self.lock(), account, user)?.name.to_string();
         let hash = self.checked_hash(account, password, &[])?;
         let mut state = self.lock();
         user_of(&state, account, &name)?;
@@ -269,7 +269,7 @@ impl Iam {
             }
         }
         let mut state = self.lock();
-        let user_arn = user_of(&state, account, user)?.record.arn();
+        let user_arn = user_of(&state, account, user)?.arn.to_string();
         let mfa_devices =
             super::mfa::owned(&state, account, &profile.user).map(|d| d.serial.clone()).collect();
         if let Some(mut current) = state.login_profiles.get(&key(account, user)).cloned() {

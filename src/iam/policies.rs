@@ -122,13 +122,10 @@ pub(super) fn managed_policy<'s>(state: &'s State, arn: &str) -> Option<&'s Arc<
 
 /// How many users, groups and roles attach `arn`, and how many use it as their boundary.
 fn usage(state: &State, arn: &str) -> (usize, usize) {
-    let attached = |list: &[String]| list.iter().any(|a| a == arn);
-    let attachments = state.users.values().filter(|u| attached(&u.record.attached)).count()
-        + state.groups.values().filter(|g| attached(&g.record.attached)).count()
-        + state.roles.values().filter(|r| attached(&r.record.attached)).count();
-    let is_boundary = |b: &Option<String>| b.as_deref() == Some(arn);
-    let boundaries = state.users.values().filter(|u| is_boundary(&u.record.boundary)).count()
-        + state.roles.values().filter(|r| is_boundary(&r.record.boundary)).count();
+    let principals = || state.directory.principals.values().map(|entry| &entry.who.links);
+    let attachments = principals().filter(|links| links.attached.iter().any(|a| **a == *arn)).count()
+        + state.groups.values().filter(|g| g.record.attached.iter().any(|a| a == arn)).count();
+    let boundaries = principals().filter(|links| links.boundary.as_deref() == Some(arn)).count();
     (attachments, boundaries)
 }
 

@@ -1779,8 +1779,7 @@ impl Admin for AdminService {
 
     async fn export(&self, r: Request<proto::Empty>) -> Result<Response<proto::StateDocument>, Status> {
         let (caller, _) = split(r);
-        let document =
-            self.run(caller, Call::iamd("Export", Target::Sidecar), |iam| Ok(iam.export())).await?;
+        let document = self.run(caller, Call::iamd("Export", Target::Sidecar), |iam| iam.export()).await?;
         let json = serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(proto::StateDocument { json }))
     }

@@ -290,9 +290,12 @@ impl Core {
             if Some(crate::bundle::source_digest(&files)) == current {
                 return Ok(None);
             }
-            Bundle::compile(&source.describe(), &files)
+            let compiled = Bundle::compile(&source.describe(), &files)
                 .map(Some)
-                .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect());
+            drop(files);
+            crate::memory::release_freed();
+            compiled
         })
         .await
         .unwrap_or_else(|_| Err(vec!["bundle compilation failed unexpectedly".to_string()]));
