@@ -2,9 +2,12 @@
 //! principals with their resolved policies. A new snapshot is published with one atomic swap,
 //! so a request sees the whole old state or the whole new one.
 
+mod shared_map;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+pub use shared_map::SharedMap;
 
 use crate::bundle::Bundle;
 use crate::iam::model::Tag;
@@ -25,7 +28,8 @@ pub enum EntityKind {
 pub struct Who {
     pub kind: EntityKind,
     pub arn: Box<str>,
-    pub account: Box<str>,
+    /// Shared by the principals of the account.
+    pub account: Arc<str>,
     pub name: Box<str>,
     pub id: Box<str>,
     pub tags: Box<[Tag]>,
@@ -36,10 +40,16 @@ pub struct Who {
 /// managed policy or group resolves the principal again without reading the store.
 #[derive(Debug, Default)]
 pub struct Links {
-    /// Its inline policies, compiled.
-    pub inline: Box<[Arc<Policy>]>,
     /// Managed policy ARNs, in attachment order.
     pub attached: Box<[Arc<str>]>,
+    /// Everything else, which most users do not have: boxed, it costs them one pointer.
+    more: Option<Box<MoreLinks>>,
+}
+
+#[derive(Debug, Default)]
+pub struct MoreLinks {
+    /// Its inline policies, compiled.
+    pub inline: Box<[Arc<Policy>]>,
     pub boundary: Option<Arc<str>>,
     /// A user's groups, by lower-cased name.
     pub groups: Box<[Box<str>]>,
@@ -49,6 +59,37 @@ pub struct Links {
     /// Why an inline policy did not compile: the principal's requests are then denied, since
     /// the policy could have been a `Deny`.
     pub problem: Option<Box<str>>,
+}
+
+impl Links {
+    pub fn new(attached: Box<[Arc<str>]>, more: MoreLinks) -> Links {
+        let empty = more.inline.is_empty()
+            && more.boundary.is_none()
+            && more.groups.is_empty()
+            && more.trust.is_none()
+            && more.problem.is_none();
+        Links { attached, more: (!empty).then(|| Box::new(more)) }
+    }
+
+    pub fn inline(&self) -> &[Arc<Policy>] {
+        self.more.as_ref().map_or(&[], |more| &more.inline)
+    }
+
+    pub fn boundary(&self) -> Option<&str> {
+        self.more.as_ref().and_then(|more| more.boundary.as_deref())
+    }
+
+    pub fn groups(&self) -> &[Box<str>] {
+        self.more.as_ref().map_or(&[], |more| &more.groups)
+    }
+
+    pub fn trust(&self) -> Option<&Arc<Policy>> {
+        self.more.as_ref().and_then(|more| more.trust.as_ref())
+    }
+
+    pub fn problem(&self) -> Option<&str> {
+        self.more.as_ref().and_then(|more| more.problem.as_deref())
+    }
 }
 
 /// A stored user or role with everything a decision needs, resolved at write or reload time.
@@ -86,13 +127,13 @@ pub struct AccessKeyEntry {
 /// unchanged entries with the previous snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    pub principals: imbl::HashMap<Arc<str>, Arc<PrincipalEntry>>,
-    pub resource_tags: imbl::HashMap<Arc<str>, Arc<[Tag]>>,
+    pub principals: SharedMap<Arc<PrincipalEntry>>,
+    pub resource_tags: SharedMap<Arc<[Tag]>>,
     /// Access keys by id.
-    pub access_keys: imbl::HashMap<Arc<str>, Arc<AccessKeyEntry>>,
+    pub access_keys: SharedMap<Arc<AccessKeyEntry>>,
     /// Customer managed policies created through the API, by ARN (the bundle's are in the
     /// bundle).
-    pub managed_policies: imbl::HashMap<Arc<str>, Arc<Policy>>,
+    pub managed_policies: SharedMap<Arc<Policy>>,
 }
 
 /// The key of a user or role in the directory.

@@ -28,11 +28,11 @@ use validate::NameKind;
 
 use crate::bundle::Bundle;
 use crate::credentials::KeyRing;
-use crate::policy::intern::Interner;
+use crate::policy::Interner;
 use crate::policy::{self, Policy, PolicyKind};
 use crate::snapshot::{
-    AccessKeyEntry, Directory, EntityKind, Links, PrincipalEntry, SharedSnapshot, Snapshot, Who, lookup_key,
-    principal_key,
+    AccessKeyEntry, Directory, EntityKind, Links, MoreLinks, PrincipalEntry, SharedSnapshot, Snapshot, Who,
+    lookup_key, principal_key,
 };
 use crate::store::{SCHEMA_VERSION, Store, StoreError, Stored, Write};
 
@@ -67,21 +67,23 @@ fn compiled_group(group: Group) -> CompiledGroup {
 }
 
 /// What of a user's record iamd keeps in memory.
-fn user_who(arns: &mut Interner, user: User) -> Who {
+fn user_who(strings: &mut Interner, user: User) -> Who {
     let arn = user.arn();
     let (inline, problem) = compile_or_note(&arn, &user.inline);
-    let links = Links {
-        inline,
-        attached: user.attached.iter().map(|a| arns.intern(a)).collect(),
-        boundary: user.boundary.as_deref().map(|b| arns.intern(b)),
-        groups: user.groups.into_iter().map(String::into_boxed_str).collect(),
-        trust: None,
-        problem,
-    };
+    let links = Links::new(
+        user.attached.iter().map(|a| strings.intern(a)).collect(),
+        MoreLinks {
+            inline,
+            boundary: user.boundary.as_deref().map(|b| strings.intern(b)),
+            groups: user.groups.into_iter().map(String::into_boxed_str).collect(),
+            trust: None,
+            problem,
+        },
+    );
     Who {
         kind: EntityKind::User,
         arn: arn.into(),
-        account: user.account.into(),
+        account: strings.intern(&user.account),
         name: user.name.into(),
         id: user.id.into(),
         tags: user.tags.into(),
@@ -90,24 +92,26 @@ fn user_who(arns: &mut Interner, user: User) -> Who {
 }
 
 /// What of a role's record iamd keeps in memory.
-fn role_who(arns: &mut Interner, role: Role) -> Who {
+fn role_who(strings: &mut Interner, role: Role) -> Who {
     let arn = role.arn();
     let (inline, problem) = compile_or_note(&arn, &role.inline);
     let trust = policy::parse(&format!("{arn}/trust-policy"), &role.trust_policy, PolicyKind::Trust)
         .ok()
         .map(|parsed| Arc::new(parsed.policy));
-    let links = Links {
-        inline,
-        attached: role.attached.iter().map(|a| arns.intern(a)).collect(),
-        boundary: role.boundary.as_deref().map(|b| arns.intern(b)),
-        groups: Box::default(),
-        trust,
-        problem,
-    };
+    let links = Links::new(
+        role.attached.iter().map(|a| strings.intern(a)).collect(),
+        MoreLinks {
+            inline,
+            boundary: role.boundary.as_deref().map(|b| strings.intern(b)),
+            groups: Box::default(),
+            trust,
+            problem,
+        },
+    );
     Who {
         kind: EntityKind::Role,
         arn: arn.into(),
-        account: role.account.into(),
+        account: strings.intern(&role.account),
         name: role.name.into(),
         id: role.id.into(),
         tags: role.tags.into(),
@@ -116,7 +120,7 @@ fn role_who(arns: &mut Interner, role: Role) -> Who {
 }
 
 /// Refuses an entity whose inline policies do not compile (on import).
-fn valid(problem: &Option<Box<str>>) -> Result<(), IamError> {
+fn valid(problem: Option<&str>) -> Result<(), IamError> {
     match problem {
         Some(problem) => Err(IamError::MalformedPolicyDocument(problem.to_string())),
         None => Ok(()),
@@ -141,8 +145,8 @@ struct State {
     bundle: Option<Arc<Bundle>>,
     directory: Directory,
     generation: u64,
-    /// Managed policy ARNs as principals attach them, stored once.
-    arns: Interner,
+    /// The account ids and managed policy ARNs of principals, each stored once.
+    strings: Interner,
 }
 
 impl State {
@@ -159,7 +163,7 @@ impl State {
             bundle: None,
             directory: Directory::default(),
             generation: 0,
-            arns: Interner::default(),
+            strings: Interner::default(),
         }
     }
 }
@@ -463,7 +467,7 @@ impl Iam {
         let user = user_of(&state, account, user)?;
         Ok(user
             .links
-            .groups
+            .groups()
             .iter()
             .filter_map(|g| state.groups.get(&key(account, g)))
             .map(|g| g.record.clone())
@@ -1100,14 +1104,14 @@ fn members<'s>(state: &'s State, account: &'s str, group: &'s str) -> impl Itera
 fn load_stored(state: &mut State, record: Stored) {
     match record {
         Stored::User(user) => {
-            let who = user_who(&mut state.arns, user);
+            let who = user_who(&mut state.strings, user);
             put_principal(state, who);
         }
         Stored::Group(group) => {
             state.groups.insert(key(&group.account, &group.name), compiled_group(group));
         }
         Stored::Role(role) => {
-            let who = role_who(&mut state.arns, role);
+            let who = role_who(&mut state.strings, role);
             put_principal(state, who);
         }
         Stored::ResourceTags(tags) => {
@@ -1161,8 +1165,8 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         accounts(&user.account)?;
         validate::name(NameKind::User, &user.name)?;
         validate::path(&user.path)?;
-        let who = user_who(&mut state.arns, user);
-        valid(&who.links.problem)?;
+        let who = user_who(&mut state.strings, user);
+        valid(who.links.problem())?;
         put_principal(state, who);
     }
     for group in document.groups {
@@ -1170,7 +1174,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         validate::name(NameKind::Group, &group.name)?;
         validate::path(&group.path)?;
         let group = compiled_group(group);
-        valid(&group.problem)?;
+        valid(group.problem.as_deref())?;
         state.groups.insert(key(&group.record.account, &group.record.name), group);
     }
     for role in document.roles {
@@ -1178,8 +1182,8 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         validate::name(NameKind::Role, &role.name)?;
         validate::path(&role.path)?;
         check_trust_policy(&role.trust_policy)?;
-        let who = role_who(&mut state.arns, role);
-        valid(&who.links.problem)?;
+        let who = role_who(&mut state.strings, role);
+        valid(who.links.problem())?;
         put_principal(state, who);
     }
     for tags in document.resource_tags {
@@ -1234,7 +1238,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
 fn apply(state: &mut State, write: Write) {
     match write {
         Write::PutUser(user) => {
-            let who = user_who(&mut state.arns, user);
+            let who = user_who(&mut state.strings, user);
             put_principal(state, who);
         }
         Write::DeleteUser { account, name } => {
@@ -1258,7 +1262,7 @@ fn apply(state: &mut State, write: Write) {
             state.groups.remove(&key(&account, &name));
         }
         Write::PutRole(role) => {
-            let who = role_who(&mut state.arns, role);
+            let who = role_who(&mut state.strings, role);
             put_principal(state, who);
         }
         Write::DeleteRole { account, name } => {
@@ -1336,8 +1340,8 @@ fn resolve_users_of_policy(state: &mut State, arn: &str) {
         .filter(|entry| {
             let links = &entry.who.links;
             links.attached.iter().any(|a| **a == *arn)
-                || links.boundary.as_deref() == Some(arn)
-                || links.groups.iter().any(|g| {
+                || links.boundary() == Some(arn)
+                || links.groups().iter().any(|g| {
                     state
                         .groups
                         .get(&key(&entry.who.account, g))
@@ -1354,7 +1358,7 @@ fn resolve_users_of_policy(state: &mut State, arn: &str) {
 fn is_member(who: &Who, account: &str, group: &str) -> bool {
     who.kind == EntityKind::User
         && *who.account == *account
-        && who.links.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
+        && who.links.groups().iter().any(|g| g.eq_ignore_ascii_case(group))
 }
 
 /// Resolves a changed user or role and puts it in the directory.
@@ -1450,24 +1454,24 @@ fn resolve(state: &State, who: Arc<Who>) -> Arc<PrincipalEntry> {
         });
     }
     let links = &who.links;
-    let mut identity = links.inline.to_vec();
-    let mut missing: Vec<String> = links.problem.iter().map(|p| p.to_string()).collect();
+    let mut identity = links.inline().to_vec();
+    let mut missing: Vec<String> = links.problem().iter().map(|p| p.to_string()).collect();
     attach(state, &links.attached, &mut identity, &mut missing);
-    for group in &links.groups {
+    for group in links.groups() {
         if let Some(group) = state.groups.get(&key(&who.account, group)) {
             identity.extend(group.inline.iter().cloned());
             missing.extend(group.problem.iter().map(|p| p.to_string()));
             attach(state, &group.record.attached, &mut identity, &mut missing);
         }
     }
-    let boundary = links.boundary.as_ref().and_then(|arn| {
+    let boundary = links.boundary().and_then(|arn| {
         let found = policies::managed_policy(state, arn).cloned();
         if found.is_none() {
             missing.push(arn.to_string());
         }
         found
     });
-    let trust = links.trust.clone();
+    let trust = links.trust().cloned();
     if who.kind == EntityKind::Role && trust.is_none() {
         missing.push("its trust policy, which does not compile".into());
     }

@@ -125,7 +125,7 @@ fn usage(state: &State, arn: &str) -> (usize, usize) {
     let principals = || state.directory.principals.values().map(|entry| &entry.who.links);
     let attachments = principals().filter(|links| links.attached.iter().any(|a| **a == *arn)).count()
         + state.groups.values().filter(|g| g.record.attached.iter().any(|a| a == arn)).count();
-    let boundaries = principals().filter(|links| links.boundary.as_deref() == Some(arn)).count();
+    let boundaries = principals().filter(|links| links.boundary() == Some(arn)).count();
     (attachments, boundaries)
 }
 

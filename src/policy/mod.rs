@@ -8,7 +8,7 @@ pub mod arn;
 mod ast;
 pub mod condition;
 mod diagnostic;
-pub(crate) mod intern;
+mod intern;
 mod parser;
 pub mod pattern;
 mod validate;

@@ -21,7 +21,9 @@ pub enum Token {
     /// `?`: exactly one character.
     AnyChar,
     /// `${key}` or `${key, 'default'}`: the request's value for `key`, matched literally.
-    Variable(Variable),
+    /// Boxed: variables are rare, and inline they would make every token 40 bytes instead of
+    /// 24 (a bundle of 10,000 policies holds hundreds of thousands of tokens).
+    Variable(Box<Variable>),
 }
 
 /// A policy variable: a context key (lower-cased, since keys are case-insensitive) and an
@@ -112,7 +114,7 @@ impl Pattern {
                     Some(VariableBody::Literal(special)) => literal.push(special),
                     Some(VariableBody::Key(variable)) => {
                         flush(&mut tokens, &mut literal, syntax.lowercase, interner);
-                        tokens.push(Token::Variable(variable));
+                        tokens.push(Token::Variable(Box::new(variable)));
                     }
                     None => return Err(PatternError::MalformedVariable(rest[..=end].to_string())),
                 }
