@@ -43,21 +43,15 @@ fn compile(name: &str, text: &str, kind: PolicyKind) -> Option<(String, Arc<Poli
     policy::parse(name, text, kind).ok().map(|parsed| (name.to_string(), Arc::new(parsed.policy)))
 }
 
-/// AWS managed policies by ARN.
-pub fn aws_managed() -> HashMap<String, Arc<Policy>> {
+/// AWS managed policies by ARN, with their documents.
+pub fn aws_managed() -> HashMap<String, (Arc<Policy>, Arc<str>)> {
     AWS_MANAGED
         .iter()
         .filter_map(|(name, text)| {
-            compile(&format!("arn:aws:iam::aws:policy/{name}"), text, PolicyKind::Identity)
+            let (arn, policy) =
+                compile(&format!("arn:aws:iam::aws:policy/{name}"), text, PolicyKind::Identity)?;
+            Some((arn, (policy, Arc::from(*text))))
         })
-        .collect()
-}
-
-/// The documents of the AWS managed policies, by ARN.
-pub fn aws_managed_documents() -> HashMap<String, Arc<str>> {
-    AWS_MANAGED
-        .iter()
-        .map(|(name, text)| (format!("arn:aws:iam::aws:policy/{name}"), Arc::from(*text)))
         .collect()
 }
 

@@ -47,9 +47,8 @@ pub struct Bundle {
     pub source: String,
     /// A digest of the bundle's files, to skip reloads that change nothing.
     pub digest: u64,
-    managed: HashMap<String, Arc<Policy>>,
-    /// The managed policies' documents as written, for `GetPolicyVersion`.
-    managed_documents: HashMap<String, Arc<str>>,
+    /// Managed policies by ARN, with their documents as written, for `GetPolicyVersion`.
+    managed: HashMap<String, (Arc<Policy>, Arc<str>)>,
     /// When the bundle was compiled: the creation date the API shows for its policies.
     pub compiled_at: String,
     exact_resources: HashMap<String, Arc<Policy>>,
@@ -148,8 +147,7 @@ impl Bundle {
         };
         let account = manifest.as_ref().map_or_else(|| "000000000000".to_string(), |m| m.account.clone());
 
-        let mut managed: HashMap<String, Arc<Policy>> = builtin::aws_managed();
-        let mut managed_documents: HashMap<String, Arc<str>> = builtin::aws_managed_documents();
+        let mut managed = builtin::aws_managed();
         let mut scp_documents: HashMap<String, Arc<Policy>> = builtin::scps();
         let mut rcp_documents: HashMap<String, Arc<Policy>> = builtin::rcps();
         let mut exact_resources: HashMap<String, (String, Arc<Policy>)> = HashMap::new();
@@ -241,8 +239,7 @@ impl Bundle {
             };
             match &job.target {
                 Target::Managed => {
-                    managed_documents.insert(job.name.clone(), job.text.into());
-                    managed.insert(job.name.clone(), policy);
+                    managed.insert(job.name.clone(), (policy, job.text.into()));
                 }
                 Target::Scp => {
                     scp_documents.insert(job.name.clone(), policy);
@@ -366,7 +363,6 @@ impl Bundle {
                 source: source.to_string(),
                 digest,
                 managed,
-                managed_documents,
                 compiled_at: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 exact_resources: exact_resources.into_iter().map(|(arn, (_, p))| (arn, p)).collect(),
                 prefix_resources: prefix_resources.into_iter().map(|(prefix, _, p)| (prefix, p)).collect(),
@@ -381,12 +377,12 @@ impl Bundle {
 
     /// A managed policy by ARN: the bundle's customer managed policies and AWS managed ones.
     pub fn managed_policy(&self, arn: &str) -> Option<&Arc<Policy>> {
-        self.managed.get(arn)
+        self.managed.get(arn).map(|(policy, _)| policy)
     }
 
     /// The document of a managed policy, as its file (or AWS) wrote it.
     pub fn managed_policy_document(&self, arn: &str) -> Option<&Arc<str>> {
-        self.managed_documents.get(arn)
+        self.managed.get(arn).map(|(_, document)| document)
     }
 
     /// The ARNs of every managed policy, customer and AWS managed.

@@ -193,8 +193,8 @@ pub enum Values {
 pub struct Condition {
     pub operator: Operator,
     /// As written in the policy, for explanations.
-    pub operator_name: Box<str>,
-    pub key_name: Box<str>,
+    pub operator_name: std::sync::Arc<str>,
+    pub key_name: std::sync::Arc<str>,
     /// Lower-cased, for lookups.
     pub key: std::sync::Arc<str>,
     pub values: Values,

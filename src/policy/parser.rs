@@ -820,8 +820,8 @@ impl<'a> Parser<'a> {
                 {
                     conditions.push(Condition {
                         operator,
-                        operator_name: operator_name.into(),
-                        key_name: key.into(),
+                        operator_name: self.interner.intern(operator_name),
+                        key_name: self.interner.intern(key),
                         key: self.interner.intern(&key.to_ascii_lowercase()),
                         values,
                     });
