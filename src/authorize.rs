@@ -421,5 +421,5 @@ fn trust_policy<'s>(snapshot: &'s Snapshot, resource: &str) -> Option<&'s crate:
     let name = arn.resource.rsplit('/').next()?;
     let entry =
         snapshot.directory.principals.get(lookup_key(EntityKind::Role, arn.account, name).as_str())?;
-    (*entry.who.arn == *resource).then_some(entry.trust.as_deref()).flatten()
+    (*entry.who.arn == *resource).then(|| entry.who.links.trust().map(|trust| &**trust)).flatten()
 }

@@ -99,8 +99,6 @@ pub struct PrincipalEntry {
     /// Inline and attached policies, the user's groups' included.
     pub identity: Box<[Arc<Policy>]>,
     pub boundary: Option<Arc<Policy>>,
-    /// A role's trust policy: the resource-based policy of `sts:AssumeRole*` on the role.
-    pub trust: Option<Arc<Policy>>,
     /// Why the principal's policies could not all be resolved (an attached policy missing from
     /// the bundle). Its requests are then denied: a missing policy could have been a `Deny`.
     pub unresolved: Option<Box<str>>,

@@ -179,7 +179,7 @@ fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         // sled's page cache defaults to 1 GiB; decisions never read sled, so a small cache
-        // only slows admin reads of cold records, which are served from memory anyway.
+        // only slows admin reads of cold records, which read one record or one page.
         match sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
@@ -281,28 +281,45 @@ impl Store {
         self.get(&entity_key("role", account, name))
     }
 
-    /// The users of `account` (of every account when it is empty), by name.
-    pub fn users(&self, account: &str) -> Result<Vec<User>, StoreError> {
-        self.scan(&account_prefix("user", account))
+    /// The users of `account` (of every account when it is empty) in name order, from the name
+    /// `from` on (case-insensitive; empty for the first), each with its lower-cased name.
+    /// Records are read and decoded as the iterator is advanced, so a page costs its own size.
+    pub fn users<'s>(
+        &'s self,
+        account: &str,
+        from: &str,
+    ) -> impl Iterator<Item = Result<(String, User), StoreError>> + 's {
+        self.entries("user", account, from)
     }
 
-    /// The roles of `account` (of every account when it is empty), by name.
-    pub fn roles(&self, account: &str) -> Result<Vec<Role>, StoreError> {
-        self.scan(&account_prefix("role", account))
+    /// The roles of `account`, as [`Store::users`] lists users.
+    pub fn roles<'s>(
+        &'s self,
+        account: &str,
+        from: &str,
+    ) -> impl Iterator<Item = Result<(String, Role), StoreError>> + 's {
+        self.entries("role", account, from)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.db.get(key)?.map(|value| decode(key, &value)).transpose()
     }
 
-    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            })
-            .collect()
+    fn entries<'s, T: DeserializeOwned>(
+        &'s self,
+        kind: &str,
+        account: &str,
+        from: &str,
+    ) -> impl Iterator<Item = Result<(String, T), StoreError>> + 's {
+        let prefix = account_prefix(kind, account);
+        let start = format!("{prefix}{}", from.to_ascii_lowercase());
+        self.db.range(start.into_bytes()..).map_while(move |entry| match entry {
+            Ok((key, value)) => {
+                let name = String::from_utf8_lossy(key.strip_prefix(prefix.as_bytes())?).into_owned();
+                Some(decode(&key, &value).map(|record| (name, record)))
+            }
+            Err(error) => Some(Err(error.into())),
+        })
     }
 
     /// Hands every stored record to `visit`, one at a time: a start-up that builds its state

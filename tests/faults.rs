@@ -81,8 +81,8 @@ fn largest_file(dir: &Path) -> u64 {
 // A full disk.
 
 /// The data disk fills up (a file size limit makes writes fail with EFBIG, as ENOSPC would):
-/// admin writes are refused with an error that says what is wrong, decisions and admin reads
-/// go on from memory, and after a restart with room on the disk every acknowledged write is
+/// admin writes are refused with an error that says what is wrong, decisions go on from memory
+/// and admin reads from the store, and after a restart with room on the disk every acknowledged write is
 /// there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_admin_writes_and_decisions_go_on() {
@@ -135,7 +135,7 @@ async fn a_full_disk_refuses_admin_writes_and_decisions_go_on() {
     assert_eq!(again.code(), Code::Unavailable);
     assert!(again.message().contains("restart iamd"), "{}", again.message());
 
-    // Decisions and admin reads are served from memory.
+    // Decisions are served from memory, admin reads from the store (sled still reads).
     for _ in 0..200 {
         let allowed = authorizer.authorize(request(ALICE, "s3:GetObject", "arn:aws:s3:::b/k")).await.unwrap();
         assert_eq!(decision(&allowed.into_inner()), Decision::Allow);

@@ -152,6 +152,59 @@ async fn admin_writes_are_seen_by_the_next_decision() {
     assert_eq!(simulated.results[1].decision, Decision::ImplicitDeny as i32);
 }
 
+/// Listings page as AWS's `Marker` and `MaxItems` do: in name order (case-insensitive), the
+/// path prefix applied before the page is cut, and the marker naming where the next page starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_in_name_order() {
+    let data = temp_dir();
+    let sidecar = Sidecar::start(data.path(), None, &["--no-audit"]);
+    let mut admin = sidecar.admin().await;
+    for (name, path) in
+        [("dave", "/team/"), ("Carol", "/"), ("bob", "/team/"), ("eve", "/team/"), ("alice", "/team/")]
+    {
+        let request = proto::CreateUserRequest { path: path.into(), ..create_user(name) };
+        admin.create_user(request).await.unwrap();
+        admin
+            .create_group(proto::CreateGroupRequest {
+                group_name: format!("{name}s"),
+                path: path.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let list = |path_prefix: &str, marker: &str, max_items| proto::ListRequest {
+        path_prefix: path_prefix.into(),
+        marker: marker.into(),
+        max_items,
+        ..Default::default()
+    };
+    let mut users = admin.clone();
+    let mut users_page = async |request| {
+        let page = users.list_users(request).await.unwrap().into_inner();
+        (page.users.into_iter().map(|u| u.user_name).collect::<Vec<_>>(), page.marker)
+    };
+
+    assert_eq!(users_page(list("/team/", "", 2)).await, (vec!["alice".into(), "bob".into()], "dave".into()));
+    assert_eq!(
+        users_page(list("/team/", "DAVE", 2)).await,
+        (vec!["dave".into(), "eve".into()], String::new())
+    );
+    assert_eq!(
+        users_page(list("/", "", 3)).await,
+        (vec!["alice".into(), "bob".into(), "Carol".into()], "dave".into())
+    );
+    assert_eq!(users_page(list("/", "", 0)).await.0.len(), 5);
+    assert_eq!(users_page(list("/", "zed", 2)).await, (Vec::<String>::new(), String::new()));
+
+    let groups = admin.list_groups(list("/team/", "", 3)).await.unwrap().into_inner();
+    let names: Vec<_> = groups.groups.iter().map(|g| g.group_name.as_str()).collect();
+    assert_eq!((names, groups.marker.as_str()), (vec!["alices", "bobs", "daves"], "eves"));
+    let groups = admin.list_groups(list("/team/", &groups.marker, 3)).await.unwrap().into_inner();
+    let names: Vec<_> = groups.groups.iter().map(|g| g.group_name.as_str()).collect();
+    assert_eq!((names, groups.marker.as_str()), (vec!["eves"], ""));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_cannot_claim_identity_keys_or_another_account() {
     let data = temp_dir();

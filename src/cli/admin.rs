@@ -602,7 +602,11 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
         }
         C::ListUsers { path_prefix } => {
             let users = client
-                .list_users(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .list_users(proto::ListRequest {
+                    path_prefix,
+                    account_id: account.clone(),
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             Some(json!({"Users": users.users.iter().map(user_json).collect::<Vec<_>>()}))
@@ -622,7 +626,11 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
         }
         C::ListGroups { path_prefix } => {
             let groups = client
-                .list_groups(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .list_groups(proto::ListRequest {
+                    path_prefix,
+                    account_id: account.clone(),
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             Some(json!({"Groups": groups.groups.iter().map(group_json).collect::<Vec<_>>()}))
@@ -677,7 +685,11 @@ pub async fn run(args: AdminArgs) -> Result<Option<Value>> {
         }
         C::ListRoles { path_prefix } => {
             let roles = client
-                .list_roles(proto::ListRequest { path_prefix, account_id: account.clone() })
+                .list_roles(proto::ListRequest {
+                    path_prefix,
+                    account_id: account.clone(),
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             Some(json!({"Roles": roles.roles.iter().map(role_json).collect::<Vec<_>>()}))

@@ -42,6 +42,46 @@ fn key(account: &str, name: &str) -> Key {
     (account.to_string(), name.to_ascii_lowercase())
 }
 
+/// Where a listing starts and how much of it to return, as AWS's `Marker` and `MaxItems`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Paging<'a> {
+    /// The name to start at (case-insensitive): the `next` of the previous page.
+    pub from: &'a str,
+    /// The most items to return; 0 for all of them.
+    pub max_items: usize,
+}
+
+/// One page of a listing, in name order.
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts, when more items follow.
+    pub next: Option<String>,
+}
+
+impl Paging<'_> {
+    /// Takes this page from `entries` (lower-cased name and item, in name order, starting at
+    /// `from`), keeping the items `keep` accepts.
+    fn take<T, E>(
+        self,
+        entries: impl Iterator<Item = Result<(String, T), E>>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Listing<T>, E> {
+        let mut items = Vec::new();
+        for entry in entries {
+            let (name, item) = entry?;
+            if !keep(&item) {
+                continue;
+            }
+            if self.max_items != 0 && items.len() == self.max_items {
+                return Ok(Listing { items, next: Some(name) });
+            }
+            items.push(item);
+        }
+        Ok(Listing { items, next: None })
+    }
+}
+
 /// A group as iamd keeps it in memory: the whole record (groups are few), with its inline
 /// policies compiled.
 #[derive(Clone, Debug)]
@@ -379,13 +419,18 @@ impl Iam {
         self.user_record(&state, account, name)
     }
 
-    pub fn list_users(&self, account: &str, path_prefix: &str) -> Result<Vec<User>, IamError> {
+    /// Users are listed from the store, which every acknowledged write has reached, without
+    /// the state lock: a long listing does not hold up writes (as in AWS, a user created while
+    /// it runs may or may not be in it).
+    pub fn list_users(
+        &self,
+        account: &str,
+        path_prefix: &str,
+        page: Paging<'_>,
+    ) -> Result<Listing<User>, IamError> {
         let account = self.account(account)?;
-        // Held so that no write lands in the middle of the listing.
-        let _state = self.lock();
-        let mut users = self.store.users(account).map_err(unreadable)?;
-        users.retain(|u| u.path.starts_with(path_prefix));
-        Ok(users)
+        page.take(self.store.users(account, page.from), |u| u.path.starts_with(path_prefix))
+            .map_err(unreadable)
     }
 
     /// Deletes a user that has no inline policies, attachments, boundary or group memberships,
@@ -445,20 +490,25 @@ impl Iam {
         let group = group_of(&state, account, name)?.record.clone();
         let mut members: Vec<String> =
             members(&state, account, &group.name).map(|u| u.name.to_string()).collect();
-        members.sort_by_key(|name| name.to_ascii_lowercase());
+        members.sort_by_cached_key(|name| name.to_ascii_lowercase());
         Ok((group, members))
     }
 
-    pub fn list_groups(&self, account: &str, path_prefix: &str) -> Result<Vec<Group>, IamError> {
+    pub fn list_groups(
+        &self,
+        account: &str,
+        path_prefix: &str,
+        page: Paging<'_>,
+    ) -> Result<Listing<Group>, IamError> {
         let account = self.account(account)?;
-        Ok(self
-            .lock()
+        let state = self.lock();
+        let entries = state
             .groups
-            .values()
-            .map(|g| &g.record)
-            .filter(|g| g.account == account && g.path.starts_with(path_prefix))
-            .cloned()
-            .collect())
+            .range(key(account, page.from)..)
+            .take_while(|((owner, _), _)| owner == account)
+            .map(|((_, name), group)| Ok::<_, std::convert::Infallible>((name.clone(), &group.record)));
+        let Ok(listing) = page.take(entries, |g| g.path.starts_with(path_prefix));
+        Ok(Listing { items: listing.items.into_iter().cloned().collect(), next: listing.next })
     }
 
     pub fn list_groups_for_user(&self, account: &str, user: &str) -> Result<Vec<Group>, IamError> {
@@ -573,13 +623,16 @@ impl Iam {
         self.role_record(&state, account, name)
     }
 
-    pub fn list_roles(&self, account: &str, path_prefix: &str) -> Result<Vec<Role>, IamError> {
+    /// Roles are listed from the store, as [`Iam::list_users`] lists users.
+    pub fn list_roles(
+        &self,
+        account: &str,
+        path_prefix: &str,
+        page: Paging<'_>,
+    ) -> Result<Listing<Role>, IamError> {
         let account = self.account(account)?;
-        // Held so that no write lands in the middle of the listing.
-        let _state = self.lock();
-        let mut roles = self.store.roles(account).map_err(unreadable)?;
-        roles.retain(|r| r.path.starts_with(path_prefix));
-        Ok(roles)
+        page.take(self.store.roles(account, page.from), |r| r.path.starts_with(path_prefix))
+            .map_err(unreadable)
     }
 
     pub fn delete_role(&self, account: &str, name: &str) -> Result<(), IamError> {
@@ -813,9 +866,19 @@ impl Iam {
         let state = self.lock();
         Ok(StateDocument {
             schema_version: SCHEMA_VERSION,
-            users: self.store.users("").map_err(unreadable)?,
+            users: self
+                .store
+                .users("", "")
+                .map(|entry| entry.map(|(_, user)| user))
+                .collect::<Result<_, _>>()
+                .map_err(unreadable)?,
             groups: state.groups.values().map(|g| g.record.clone()).collect(),
-            roles: self.store.roles("").map_err(unreadable)?,
+            roles: self
+                .store
+                .roles("", "")
+                .map(|entry| entry.map(|(_, role)| role))
+                .collect::<Result<_, _>>()
+                .map_err(unreadable)?,
             resource_tags: state
                 .resource_tags
                 .iter()
@@ -1105,14 +1168,14 @@ fn load_stored(state: &mut State, record: Stored) {
     match record {
         Stored::User(user) => {
             let who = user_who(&mut state.strings, user);
-            put_principal(state, who);
+            put_principal(state, Arc::new(who));
         }
         Stored::Group(group) => {
             state.groups.insert(key(&group.account, &group.name), compiled_group(group));
         }
         Stored::Role(role) => {
             let who = role_who(&mut state.strings, role);
-            put_principal(state, who);
+            put_principal(state, Arc::new(who));
         }
         Stored::ResourceTags(tags) => {
             state.resource_tags.insert(tags.arn, tags.tags);
@@ -1167,7 +1230,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         validate::path(&user.path)?;
         let who = user_who(&mut state.strings, user);
         valid(who.links.problem())?;
-        put_principal(state, who);
+        put_principal(state, Arc::new(who));
     }
     for group in document.groups {
         accounts(&group.account)?;
@@ -1184,7 +1247,7 @@ fn load_document(state: &mut State, document: StateDocument) -> Result<(), IamEr
         check_trust_policy(&role.trust_policy)?;
         let who = role_who(&mut state.strings, role);
         valid(who.links.problem())?;
-        put_principal(state, who);
+        put_principal(state, Arc::new(who));
     }
     for tags in document.resource_tags {
         state.resource_tags.insert(tags.arn, tags.tags);
@@ -1239,7 +1302,7 @@ fn apply(state: &mut State, write: Write) {
     match write {
         Write::PutUser(user) => {
             let who = user_who(&mut state.strings, user);
-            put_principal(state, who);
+            put_principal(state, Arc::new(who));
         }
         Write::DeleteUser { account, name } => {
             state.directory.principals.remove(lookup_key(EntityKind::User, &account, &name).as_str());
@@ -1255,7 +1318,7 @@ fn apply(state: &mut State, write: Write) {
                 .map(|e| e.who.clone())
                 .collect();
             for who in affected {
-                resolve_again(state, who);
+                put_principal(state, who);
             }
         }
         Write::DeleteGroup { account, name } => {
@@ -1263,7 +1326,7 @@ fn apply(state: &mut State, write: Write) {
         }
         Write::PutRole(role) => {
             let who = role_who(&mut state.strings, role);
-            put_principal(state, who);
+            put_principal(state, Arc::new(who));
         }
         Write::DeleteRole { account, name } => {
             state.directory.principals.remove(lookup_key(EntityKind::Role, &account, &name).as_str());
@@ -1351,7 +1414,7 @@ fn resolve_users_of_policy(state: &mut State, arn: &str) {
         .map(|entry| entry.who.clone())
         .collect();
     for who in affected {
-        resolve_again(state, who);
+        put_principal(state, who);
     }
 }
 
@@ -1361,15 +1424,9 @@ fn is_member(who: &Who, account: &str, group: &str) -> bool {
         && who.links.groups().iter().any(|g| g.eq_ignore_ascii_case(group))
 }
 
-/// Resolves a changed user or role and puts it in the directory.
-fn put_principal(state: &mut State, who: Who) {
-    let key = principal_key(who.kind, &who.account, &who.name);
-    let entry = resolve(state, Arc::new(who));
-    state.directory.principals.insert(key, entry);
-}
-
-/// Resolves a user or role again, after a policy or group it uses changed.
-fn resolve_again(state: &mut State, who: Arc<Who>) {
+/// Resolves a user or role (changed, or using a policy or group that changed) and puts it in
+/// the directory.
+fn put_principal(state: &mut State, who: Arc<Who>) {
     let key = principal_key(who.kind, &who.account, &who.name);
     let entry = resolve(state, who);
     state.directory.principals.insert(key, entry);
@@ -1442,16 +1499,10 @@ fn unresolved(missing: Vec<String>) -> Option<Box<str>> {
 /// the bundle and the store.
 fn resolve(state: &State, who: Arc<Who>) -> Arc<PrincipalEntry> {
     if state.bundle.is_none() {
-        // Only at start, before the first bundle: nothing is published until it comes, and
+        // Only before the first bundle: nothing is published until it comes, and
         // then every principal is resolved again.
         let unresolved = Some("no policy bundle is loaded".into());
-        return Arc::new(PrincipalEntry {
-            who,
-            identity: Box::default(),
-            boundary: None,
-            trust: None,
-            unresolved,
-        });
+        return Arc::new(PrincipalEntry { who, identity: Box::default(), boundary: None, unresolved });
     }
     let links = &who.links;
     let mut identity = links.inline().to_vec();
@@ -1471,10 +1522,9 @@ fn resolve(state: &State, who: Arc<Who>) -> Arc<PrincipalEntry> {
         }
         found
     });
-    let trust = links.trust().cloned();
-    if who.kind == EntityKind::Role && trust.is_none() {
+    if who.kind == EntityKind::Role && links.trust().is_none() {
         missing.push("its trust policy, which does not compile".into());
     }
     let unresolved = unresolved(missing);
-    Arc::new(PrincipalEntry { who, identity: identity.into(), boundary, trust, unresolved })
+    Arc::new(PrincipalEntry { who, identity: identity.into(), boundary, unresolved })
 }

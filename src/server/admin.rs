@@ -19,7 +19,7 @@ use crate::eval::{Context, Decision};
 use crate::iam::model::{
     AccessKey, Group, KeyStatus, LoginProfile, PasswordPolicy, PolicyVersion, Role, StateDocument, User,
 };
-use crate::iam::{Entity, Iam, IamError, PolicyInfo, PolicySource, Scope};
+use crate::iam::{Entity, Iam, IamError, Paging, PolicyInfo, PolicySource, Scope};
 use crate::proto::{self, admin_server::Admin};
 
 pub struct AdminService {
@@ -445,10 +445,14 @@ fn inline_policies(inline: &std::collections::BTreeMap<String, String>) -> Vec<p
         .collect()
 }
 
+fn paging(r: &proto::ListRequest) -> Paging<'_> {
+    Paging { from: &r.marker, max_items: r.max_items as usize }
+}
+
 /// An account's whole authorization state, read from the same records as the other calls.
 fn authorization_details(iam: &Iam, account: &str) -> Result<proto::AccountAuthorizationDetails, IamError> {
     let mut users = Vec::new();
-    for u in iam.list_users(account, "/")? {
+    for u in iam.list_users(account, "/", Paging::default())?.items {
         let groups = iam.list_groups_for_user(account, &u.name)?;
         users.push(proto::UserDetail {
             user: Some(user(&u)),
@@ -458,7 +462,8 @@ fn authorization_details(iam: &Iam, account: &str) -> Result<proto::AccountAutho
         });
     }
     let groups = iam
-        .list_groups(account, "/")?
+        .list_groups(account, "/", Paging::default())?
+        .items
         .iter()
         .map(|g| proto::GroupDetail {
             group: Some(group(g, Vec::new())),
@@ -467,7 +472,8 @@ fn authorization_details(iam: &Iam, account: &str) -> Result<proto::AccountAutho
         })
         .collect();
     let roles = iam
-        .list_roles(account, "/")?
+        .list_roles(account, "/", Paging::default())?
+        .items
         .iter()
         .map(|r| proto::RoleDetail {
             role: Some(role(r)),
@@ -802,10 +808,13 @@ impl Admin for AdminService {
                     "ListUsers",
                     Target::Listing(Entity::User, r.account_id.clone(), r.path_prefix.clone()),
                 ),
-                move |iam| iam.list_users(&r.account_id, &r.path_prefix),
+                move |iam| iam.list_users(&r.account_id, &r.path_prefix, paging(&r)),
             )
             .await?;
-        Ok(Response::new(proto::ListUsersResponse { users: users.iter().map(user).collect() }))
+        Ok(Response::new(proto::ListUsersResponse {
+            users: users.items.iter().map(user).collect(),
+            marker: users.next.unwrap_or_default(),
+        }))
     }
 
     async fn delete_user(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Empty>, Status> {
@@ -861,11 +870,12 @@ impl Admin for AdminService {
                     "ListGroups",
                     Target::Listing(Entity::Group, r.account_id.clone(), r.path_prefix.clone()),
                 ),
-                move |iam| iam.list_groups(&r.account_id, &r.path_prefix),
+                move |iam| iam.list_groups(&r.account_id, &r.path_prefix, paging(&r)),
             )
             .await?;
         Ok(Response::new(proto::ListGroupsResponse {
-            groups: groups.iter().map(|g| group(g, Vec::new())).collect(),
+            groups: groups.items.iter().map(|g| group(g, Vec::new())).collect(),
+            marker: groups.next.unwrap_or_default(),
         }))
     }
 
@@ -931,6 +941,7 @@ impl Admin for AdminService {
             .await?;
         Ok(Response::new(proto::ListGroupsResponse {
             groups: groups.iter().map(|g| group(g, Vec::new())).collect(),
+            marker: String::new(),
         }))
     }
 
@@ -992,10 +1003,13 @@ impl Admin for AdminService {
                     "ListRoles",
                     Target::Listing(Entity::Role, r.account_id.clone(), r.path_prefix.clone()),
                 ),
-                move |iam| iam.list_roles(&r.account_id, &r.path_prefix),
+                move |iam| iam.list_roles(&r.account_id, &r.path_prefix, paging(&r)),
             )
             .await?;
-        Ok(Response::new(proto::ListRolesResponse { roles: roles.iter().map(role).collect() }))
+        Ok(Response::new(proto::ListRolesResponse {
+            roles: roles.items.iter().map(role).collect(),
+            marker: roles.next.unwrap_or_default(),
+        }))
     }
 
     async fn delete_role(&self, r: Request<proto::EntityRequest>) -> Result<Response<proto::Empty>, Status> {

@@ -46,7 +46,8 @@ struct Page<T> {
     next: Option<String>,
 }
 
-fn page<T>(p: &Params, mut items: Vec<T>, key: impl Fn(&T) -> String) -> Result<Page<T>, QueryError> {
+/// A listing request's `MaxItems` and `Marker`: the page size and the key the page starts at.
+fn paging(p: &Params) -> Result<(usize, Option<String>), QueryError> {
     let max = p.int("MaxItems")?.unwrap_or(DEFAULT_MAX_ITEMS);
     if !(1..=LARGEST_MAX_ITEMS).contains(&max) {
         return Err(QueryError::validation(format!(
@@ -54,22 +55,52 @@ fn page<T>(p: &Params, mut items: Vec<T>, key: impl Fn(&T) -> String) -> Result<
              have value between 1 and {LARGEST_MAX_ITEMS}"
         )));
     }
+    let start = p
+        .get("Marker")
+        .map(|marker| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(marker)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    QueryError::validation("Invalid Marker: give the Marker of the previous page".into())
+                })
+        })
+        .transpose()?;
+    Ok((max as usize, start))
+}
+
+fn page<T>(p: &Params, mut items: Vec<T>, key: impl Fn(&T) -> String) -> Result<Page<T>, QueryError> {
+    let (max, start) = paging(p)?;
     items.sort_by_key(&key);
-    if let Some(marker) = p.get("Marker") {
-        let start = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(marker)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                QueryError::validation("Invalid Marker: give the Marker of the previous page".into())
-            })?;
+    if let Some(start) = start {
         items.retain(|item| key(item) >= start);
     }
-    let max = max as usize;
-    let next = (items.len() > max)
-        .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(&items[max])));
+    let next = (items.len() > max).then(|| encode_marker(&key(&items[max])));
     items.truncate(max);
     Ok(Page { items, next })
+}
+
+/// A listing that the admin API pages itself (users, groups, roles: the store can hold many).
+fn paged_listing(p: &Params) -> Result<proto::ListRequest, QueryError> {
+    let (max, start) = paging(p)?;
+    Ok(proto::ListRequest {
+        path_prefix: p.text("PathPrefix"),
+        account_id: String::new(),
+        marker: start.unwrap_or_default(),
+        max_items: max as u32,
+    })
+}
+
+impl<T> Page<T> {
+    /// The page the admin API returned, with the `marker` it gave for the next.
+    fn listed(items: Vec<T>, marker: &str) -> Self {
+        Page { items, next: (!marker.is_empty()).then(|| encode_marker(marker)) }
+    }
+}
+
+fn encode_marker(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
 impl<T> Page<T> {
@@ -238,8 +269,8 @@ pub(super) async fn call(
             }
         },
         "ListUsers" => {
-            let listed = admin.list_users(request(c, listing(p))).await?.into_inner();
-            let page = page(p, listed.users, |u| u.user_name.to_ascii_lowercase())?;
+            let listed = admin.list_users(request(c, paged_listing(p)?)).await?.into_inner();
+            let page = Page::listed(listed.users, &listed.marker);
             xml.members("Users", &page.items, user);
             page.write_marker(&mut xml);
         }
@@ -276,8 +307,8 @@ pub(super) async fn call(
             page.write_marker(&mut xml);
         }
         "ListGroups" => {
-            let listed = admin.list_groups(request(c, listing(p))).await?.into_inner();
-            let page = page(p, listed.groups, |g| g.group_name.to_ascii_lowercase())?;
+            let listed = admin.list_groups(request(c, paged_listing(p)?)).await?.into_inner();
+            let page = Page::listed(listed.groups, &listed.marker);
             xml.members("Groups", &page.items, group);
             page.write_marker(&mut xml);
         }
@@ -327,8 +358,8 @@ pub(super) async fn call(
             xml.element("Role", |x| role(x, &found));
         }
         "ListRoles" => {
-            let listed = admin.list_roles(request(c, listing(p))).await?.into_inner();
-            let page = page(p, listed.roles, |r| r.role_name.to_ascii_lowercase())?;
+            let listed = admin.list_roles(request(c, paged_listing(p)?)).await?.into_inner();
+            let page = Page::listed(listed.roles, &listed.marker);
             xml.members("Roles", &page.items, role);
             page.write_marker(&mut xml);
         }
@@ -954,10 +985,6 @@ fn kind_of(action: &str) -> Kind {
 
 fn entity(name: String) -> proto::EntityRequest {
     proto::EntityRequest { name, account_id: String::new() }
-}
-
-fn listing(p: &Params) -> proto::ListRequest {
-    proto::ListRequest { path_prefix: p.text("PathPrefix"), account_id: String::new() }
 }
 
 fn access_key(p: &Params) -> Result<proto::AccessKeyRequest, QueryError> {
