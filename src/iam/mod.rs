@@ -1434,6 +1434,7 @@ fn put_principal(state: &mut State, who: Arc<Who>) {
 
 /// Resolves every principal against the current bundle into a new directory and publishes it.
 fn rebuild(state: &mut State, snapshot: &SharedSnapshot) {
+    state.strings.forget_unused();
     let mut directory = Directory::default();
     for (key, entry) in &state.directory.principals {
         directory.principals.insert(key.clone(), resolve(state, entry.who.clone()));

@@ -23,6 +23,12 @@ impl Interner {
         }
     }
 
+    /// Lets go of the strings nothing else holds any more (an account or policy ARN whose last
+    /// user was deleted), so that a long-lived interner does not grow with every name it saw.
+    pub fn forget_unused(&mut self) {
+        self.strings.retain(|shared| Arc::strong_count(shared) > 1);
+    }
+
     /// Distinct strings held.
     pub fn len(&self) -> usize {
         self.strings.len()
@@ -44,5 +50,15 @@ mod tests {
         let b = interner.intern("arn:aws:s3:::reports");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(interner.len(), 1);
+    }
+
+    #[test]
+    fn unused_strings_are_forgotten() {
+        let mut interner = Interner::default();
+        let kept = interner.intern("111122223333");
+        drop(interner.intern("arn:aws:iam::111122223333:policy/Deleted"));
+        interner.forget_unused();
+        assert_eq!(interner.len(), 1);
+        assert!(Arc::ptr_eq(&kept, &interner.intern("111122223333")));
     }
 }
