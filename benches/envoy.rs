@@ -284,8 +284,8 @@ fn main() {
     let config = Config::resolve(FileConfig::default(), overrides).unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        // As `iamd serve` runs with its default one thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .thread_name("iamd-server")
             .enable_all()
             .build()

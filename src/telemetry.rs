@@ -49,7 +49,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Installs the log subscriber and, if configured, the OTLP exporters. Must be called
-    /// inside a multi-threaded Tokio runtime: the exporters run on it.
+    /// inside the Tokio runtime that serves: the exporters' connections run on it.
     pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         let filter = EnvFilter::try_from_env("IAMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

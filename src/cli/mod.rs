@@ -76,24 +76,27 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         root_credentials_file: args.root_credentials_file,
     };
     let config = Config::resolve(file, overrides)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    // One thread runs Tokio's current-thread scheduler: a request's task that finishes queues
+    // its connection behind the other requests ready on it, so their answers go out in one
+    // write; the multi-threaded scheduler runs the connection at once for each answer, a write
+    // each (about 40% more throughput at concurrency 16 and a third off p99: see the README's
+    // performance section).
+    let runtime = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(config.worker_threads).enable_all().build()
+    }
+    .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let telemetry = Telemetry::init(&config.telemetry)?;
         // Before anything is written: the master key file, the data directory, the audit log.
         survive_file_size_limit();
         let result = iamd::server::run(config, shutdown_signal(), |_| {}).await;
         // Exporting what is pending waits for the collector, for up to its export timeout per
-        // signal: a hung collector must not hold up the exit.
-        let (exported, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            telemetry.shutdown();
-            let _ = exported.send(());
-        });
-        if done.recv_timeout(TELEMETRY_EXPORT_WAIT).is_err() {
+        // signal: a hung collector must not hold up the exit. The exporters' connections run on
+        // this runtime, so it waits without blocking it.
+        let exported = tokio::task::spawn_blocking(move || telemetry.shutdown());
+        if tokio::time::timeout(TELEMETRY_EXPORT_WAIT, exported).await.is_err() {
             tracing::warn!("the OpenTelemetry collector did not take the last spans and metrics in time");
         }
         Ok(result?)
