@@ -113,40 +113,29 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[at] as f64 / 1_000.0
 }
 
-/// Sends `rate` signed requests a second for `seconds`, open loop; returns latencies in µs.
-async fn run(port: u16, credentials: &SigningCredentials, rate: u64, seconds: u64) -> Vec<u64> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+const PATH: &str = "/reports/alice/q1.csv";
+
+/// Starts `send(n)` for n = 1, 2, ... `rate` times a second for `seconds`, open loop (a slow
+/// answer does not delay the next request); returns the latencies in ns, sorted. The clock of
+/// each starts when its future is first polled, after `send` has built (and signed) it.
+async fn open_loop<F, R>(rate: u64, seconds: u64, mut send: F) -> Vec<u64>
+where
+    F: FnMut(u64) -> R,
+    R: Future<Output = ()> + Send + 'static,
+{
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let mut nonce = 0u64;
+    let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         ticker.tick().await;
-        nonce += 1;
-        let headers = vec![
-            ("host".to_string(), format!("127.0.0.1:{port}")),
-            ("x-nonce".to_string(), nonce.to_string()),
-        ];
-        let unsigned = HttpRequest {
-            method: "GET",
-            path: "/reports/alice/q1.csv",
-            query: "",
-            headers: &headers,
-            payload: Payload::Body(b""),
-        };
-        let added = sigv4::sign(credentials, "us-east-1", "s3", jiff::Timestamp::now(), &unsigned);
-        let mut request =
-            client.get(format!("http://127.0.0.1:{port}/reports/alice/q1.csv")).header("x-nonce", nonce);
-        for (name, value) in added {
-            request = request.header(name, value);
-        }
+        n += 1;
+        let request = send(n);
         let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            let _ = response.bytes().await;
+            request.await;
             latencies.lock().unwrap().push(sent.elapsed().as_nanos() as u64);
         }));
     }
@@ -158,8 +147,35 @@ async fn run(port: u16, credentials: &SigningCredentials, rate: u64, seconds: u6
     latencies
 }
 
-/// Sends `rate` Check calls a second straight to iamd, each with what Envoy would send for one
-/// signed request through it, open loop; returns latencies in µs. Set beside the runs through
+/// The headers of the benchmark's GET signed for `host`, a nonce making each request distinct.
+fn signed_get(credentials: &SigningCredentials, host: &str, nonce: u64) -> Vec<(String, String)> {
+    let signed = vec![("host".to_string(), host.to_string()), ("x-nonce".to_string(), nonce.to_string())];
+    let unsigned =
+        HttpRequest { method: "GET", path: PATH, query: "", headers: &signed, payload: Payload::Body(b"") };
+    let added = sigv4::sign(credentials, "us-east-1", "s3", jiff::Timestamp::now(), &unsigned);
+    signed.into_iter().chain(added).collect()
+}
+
+/// Sends `rate` signed requests a second through Envoy for `seconds`; returns latencies in ns.
+async fn run(port: u16, credentials: &SigningCredentials, rate: u64, seconds: u64) -> Vec<u64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let host = format!("127.0.0.1:{port}");
+    open_loop(rate, seconds, |nonce| {
+        let mut request = client.get(format!("http://{host}{PATH}"));
+        for (name, value) in signed_get(credentials, &host, nonce).into_iter().filter(|(n, _)| n != "host") {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.bytes().await;
+        }
+    })
+    .await
+}
+
+/// Sends `rate` Check calls a second straight to iamd, each with what Envoy sends for one
+/// signed request to it on `envoy_port`; returns latencies in ns. Set beside the runs through
 /// Envoy, it tells iamd's part of the filter's cost from Envoy's.
 async fn run_direct(
     iamd: u16,
@@ -177,30 +193,11 @@ async fn run_direct(
         .connect()
         .await
         .unwrap();
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let mut nonce = 0u64;
     let host = format!("127.0.0.1:{envoy_port}");
-    while started.elapsed() < Duration::from_secs(seconds) {
-        ticker.tick().await;
-        nonce += 1;
-        let signed = vec![("host".to_string(), host.clone()), ("x-nonce".to_string(), nonce.to_string())];
-        let unsigned = HttpRequest {
-            method: "GET",
-            path: "/reports/alice/q1.csv",
-            query: "",
-            headers: &signed,
-            payload: Payload::Body(b""),
-        };
-        let added = sigv4::sign(credentials, "us-east-1", "s3", jiff::Timestamp::now(), &unsigned);
+    open_loop(rate, seconds, |nonce| {
         let mut headers: std::collections::HashMap<String, String> =
-            signed.into_iter().chain(added).collect();
-        headers.remove("host");
-        for (name, value) in
-            [(":authority", host.as_str()), (":method", "GET"), (":path", "/reports/alice/q1.csv")]
-        {
+            signed_get(credentials, &host, nonce).into_iter().filter(|(n, _)| n != "host").collect();
+        for (name, value) in [(":authority", host.as_str()), (":method", "GET"), (":path", PATH)] {
             headers.insert(name.into(), value.into());
         }
         let check = CheckRequest {
@@ -208,7 +205,7 @@ async fn run_direct(
                 request: Some(attribute_context::Request {
                     http: Some(attribute_context::HttpRequest {
                         method: "GET".into(),
-                        path: "/reports/alice/q1.csv".into(),
+                        path: PATH.into(),
                         host: host.clone(),
                         scheme: "http".into(),
                         protocol: "HTTP/1.1".into(),
@@ -221,20 +218,12 @@ async fn run_direct(
             }),
         };
         let mut client = AuthorizationClient::new(channel.clone());
-        let latencies = latencies.clone();
-        tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
+        async move {
             let response = client.check(check).await.unwrap().into_inner();
             assert_eq!(response.status.map(|s| s.code), Some(0), "iamd allows the signed request");
-            latencies.lock().unwrap().push(sent.elapsed().as_nanos() as u64);
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
-    latencies.sort_unstable();
-    latencies
+        }
+    })
+    .await
 }
 
 fn report(what: &str, latencies: &[u64], rate: u64) {
