@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::eval::Decision;
+use crate::eval::{Decision, MatchedStatement};
 
 /// One audited decision or call.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -28,14 +28,16 @@ pub struct AuditRecord {
     #[serde(serialize_with = "display")]
     pub event_time: jiff::Timestamp,
     /// `Authorize` for a decision, or the admin or STS operation (`CreateUser`, `AssumeRole`).
-    pub event_name: String,
+    pub event_name: &'static str,
     pub request_id: String,
     pub principal: String,
     pub action: String,
     pub resource: String,
     pub decision: Decision,
-    /// `layer:policy:statement` of the statements that matched, when they were computed.
-    pub matched_statements: Vec<String>,
+    /// The statements that matched, when they were computed, each written as
+    /// `layer:policy:statement:effect` by the writer thread rather than on the request's path.
+    #[serde(serialize_with = "each_displayed")]
+    pub matched_statements: Vec<MatchedStatement>,
     pub reason: Option<String>,
     pub snapshot_revision: String,
     pub source_ip: Option<String>,
@@ -49,6 +51,19 @@ pub struct AuditRecord {
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
+}
+
+fn each_displayed<T: std::fmt::Display, S: serde::Serializer>(
+    values: &[T],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    struct Displayed<'a, T>(&'a T);
+    impl<T: std::fmt::Display> Serialize for Displayed<'_, T> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self.0)
+        }
+    }
+    serializer.collect_seq(values.iter().map(Displayed))
 }
 
 /// Where and how the audit log is written.
@@ -259,11 +274,12 @@ fn write_loop(receiver: Receiver<Message>, file: File, config: AuditConfig, coun
                     continue;
                 }
             };
-            let Ok(mut line) = serde_json::to_vec(&record) else {
+            let line_start = output.buffer.len();
+            if serde_json::to_writer(&mut output.buffer, &record).is_err() {
+                output.buffer.truncate(line_start);
                 continue;
-            };
-            line.push(b'\n');
-            output.buffer.extend_from_slice(&line);
+            }
+            output.buffer.push(b'\n');
             output.buffered += 1;
             // Rotated only once the records are in the file: a disk that refuses them leaves the
             // file as it is.
@@ -310,10 +326,15 @@ mod tests {
             action: "s3:GetObject".into(),
             resource: "arn:aws:s3:::b/k".into(),
             decision: Decision::Allow,
-            matched_statements: vec![],
+            matched_statements: vec![MatchedStatement {
+                layer: crate::eval::Layer::Scp(1),
+                policy: "guardrails".into(),
+                statement: "Read".into(),
+                effect: crate::policy::Effect::Allow,
+            }],
             reason: None,
             snapshot_revision: "r1+1".into(),
-            event_name: "Authorize".into(),
+            event_name: "Authorize",
             ..AuditRecord::default()
         }
     }
@@ -335,6 +356,7 @@ mod tests {
         assert_eq!(line["action"], "s3:GetObject");
         assert_eq!(line["eventTime"], "2026-01-01T00:00:00Z");
         assert_eq!(line["decision"], "Allow");
+        assert_eq!(line["matchedStatements"], serde_json::json!(["scp[1]:guardrails:Read:Allow"]));
         assert!(!dir.path().join("audit.jsonl.3").exists());
     }
 

@@ -134,7 +134,7 @@ pub fn decide(snapshot: &Snapshot, query: Query<'_>) -> Result<Answer, InvalidFi
     if let Some(verified) = &query.verified {
         fill_authenticated(&mut context, verified, entry);
     }
-    context.insert("aws:ResourceAccount", [owner]);
+    context.insert_static("aws:resourceaccount", [owner]);
     let request = Request::new(principal, query.action, query.resource)
         .map_err(request_error)?
         .with_resource_account(owner)
@@ -268,7 +268,7 @@ fn fill_context(
         context.remove_prefix(key);
     }
     if let Some(account) = principal.account() {
-        context.insert("aws:PrincipalAccount", [account]);
+        context.insert_static("aws:principalaccount", [account]);
     }
     let principal_type = match principal {
         Principal::User { .. } => "User",
@@ -278,40 +278,40 @@ fn fill_context(
         Principal::Anonymous => "Anonymous",
         Principal::Service(_) | Principal::Federated(_) => "Service",
     };
-    context.insert("aws:PrincipalType", [principal_type]);
+    context.insert_static("aws:principaltype", [principal_type]);
     let is_service = matches!(principal, Principal::Service(_));
-    context.insert("aws:PrincipalIsAWSService", [if is_service { "true" } else { "false" }]);
+    context.insert_static("aws:principalisawsservice", [if is_service { "true" } else { "false" }]);
     match principal {
         Principal::Root { account, .. } => {
-            context.insert("aws:PrincipalArn", [principal.display()]);
-            context.insert("aws:userid", [account.as_str()]);
+            context.insert_static("aws:principalarn", [principal.display()]);
+            context.insert_static("aws:userid", [account.as_str()]);
         }
         Principal::Service(name) | Principal::Federated(name) => {
-            context.insert("aws:PrincipalServiceName", [name.as_str()])
+            context.insert_static("aws:principalservicename", [name.as_str()])
         }
         _ => {}
     }
     if let Some(entry) = entry {
         let who = &entry.who;
-        context.insert("aws:PrincipalArn", [&*who.arn]);
+        context.insert_static("aws:principalarn", [&*who.arn]);
         match (who.kind, principal) {
             (EntityKind::User, _) => {
-                context.insert("aws:username", [&*who.name]);
-                context.insert("aws:userid", [&*who.id]);
+                context.insert_static("aws:username", [&*who.name]);
+                context.insert_static("aws:userid", [&*who.id]);
             }
             (EntityKind::Role, Principal::AssumedRole { arn, .. }) => {
                 let session = arn.rsplit('/').next().unwrap_or_default();
-                context.insert("aws:userid", [format!("{}:{session}", who.id)]);
+                context.insert_static("aws:userid", [format!("{}:{session}", who.id)]);
             }
-            (EntityKind::Role, _) => context.insert("aws:userid", [&*who.id]),
+            (EntityKind::Role, _) => context.insert_static("aws:userid", [&*who.id]),
         }
         for tag in &who.tags {
-            context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
+            context.insert_prefixed("aws:principaltag/", &tag.key, [tag.value.as_str()]);
         }
     }
     if let Some(tags) = snapshot.directory.resource_tags.get(resource) {
         for tag in tags.iter() {
-            context.insert(&format!("aws:ResourceTag/{}", tag.key), [tag.value.as_str()]);
+            context.insert_prefixed("aws:resourcetag/", &tag.key, [tag.value.as_str()]);
         }
     }
 }
@@ -337,34 +337,34 @@ fn fill_authenticated(context: &mut Context, verified: &Verified<'_>, entry: Opt
         context.remove_prefix(key);
     }
     let now = verified.now;
-    context.insert("aws:CurrentTime", [current_time(now.as_second())]);
-    context.insert("aws:EpochTime", [now.as_second().to_string()]);
-    context.insert("aws:SecureTransport", [if verified.secure_transport { "true" } else { "false" }]);
+    context.insert_static("aws:currenttime", [current_time(now.as_second())]);
+    context.insert_static("aws:epochtime", [now.as_second().to_string()]);
+    context.insert_static("aws:securetransport", [if verified.secure_transport { "true" } else { "false" }]);
     if let Some(ip) = verified.source_ip.filter(|ip| !ip.is_empty()) {
-        context.insert("aws:SourceIp", [ip]);
+        context.insert_static("aws:sourceip", [ip]);
     }
     let caller = verified.caller;
     if caller.is_root() {
-        context.insert("aws:userid", [caller.account()]);
+        context.insert_static("aws:userid", [caller.account()]);
     }
     let session = caller.session();
     let mfa_at = verified.mfa_at.or(session.and_then(|s| s.mfa_authenticated));
     if let Some(at) = mfa_at {
-        context.insert("aws:MultiFactorAuthPresent", ["true"]);
-        context.insert("aws:MultiFactorAuthAge", [(now.as_second() - at).max(0).to_string()]);
+        context.insert_static("aws:multifactorauthpresent", ["true"]);
+        context.insert_static("aws:multifactorauthage", [(now.as_second() - at).max(0).to_string()]);
     } else if session.is_some() {
-        context.insert("aws:MultiFactorAuthPresent", ["false"]);
+        context.insert_static("aws:multifactorauthpresent", ["false"]);
     }
     let Some(session) = session else { return };
-    context.insert("aws:TokenIssueTime", [session.issue_time()]);
+    context.insert_static("aws:tokenissuetime", [session.issue_time()]);
     if let Some(source_identity) = &session.source_identity {
-        context.insert("aws:SourceIdentity", [source_identity.as_str()]);
+        context.insert_static("aws:sourceidentity", [source_identity.as_str()]);
     }
     if entry.is_some() {
-        context.insert("aws:userid", [session.user_id()]);
+        context.insert_static("aws:userid", [session.user_id()]);
     }
     for tag in &session.tags {
-        context.insert(&format!("aws:PrincipalTag/{}", tag.key), [tag.value.as_str()]);
+        context.insert_prefixed("aws:principaltag/", &tag.key, [tag.value.as_str()]);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The request context: condition keys and their values.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -52,7 +53,8 @@ impl Eq for ContextValue {}
 /// by a key compiled lower-case at load time is a binary search with no allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
-    entries: Vec<(Box<str>, Vec<ContextValue>)>,
+    /// Keys iamd fills itself are `'static` strings: no allocation per key per request.
+    entries: Vec<(Cow<'static, str>, Vec<ContextValue>)>,
 }
 
 impl Context {
@@ -62,11 +64,42 @@ impl Context {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let key = key.to_ascii_lowercase();
+        self.set(Cow::Owned(key.to_ascii_lowercase()), values);
+    }
+
+    /// [`Context::insert`] for a key known when iamd is built, given in lower case.
+    pub fn insert_static<I, S>(&mut self, key: &'static str, values: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        debug_assert!(!key.bytes().any(|b| b.is_ascii_uppercase()), "`{key}` is not lower case");
+        self.set(Cow::Borrowed(key), values);
+    }
+
+    /// [`Context::insert`] for `prefix` (lower case) followed by `name`, such as a tag's key
+    /// after `aws:principaltag/`.
+    pub fn insert_prefixed<I, S>(&mut self, prefix: &'static str, name: &str, values: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        debug_assert!(!prefix.bytes().any(|b| b.is_ascii_uppercase()), "`{prefix}` is not lower case");
+        let mut key = String::with_capacity(prefix.len() + name.len());
+        key.push_str(prefix);
+        key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        self.set(Cow::Owned(key), values);
+    }
+
+    fn set<I, S>(&mut self, key: Cow<'static, str>, values: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let values: Vec<ContextValue> = values.into_iter().map(ContextValue::new).collect();
-        match self.entries.binary_search_by(|(k, _)| (**k).cmp(key.as_str())) {
+        match self.entries.binary_search_by(|(k, _)| (**k).cmp(&*key)) {
             Ok(at) => self.entries[at].1 = values,
-            Err(at) => self.entries.insert(at, (key.into_boxed_str(), values)),
+            Err(at) => self.entries.insert(at, (key, values)),
         }
     }
 
@@ -107,5 +140,17 @@ mod tests {
         assert_eq!(context.len(), 1);
         assert_eq!(context.get("aws:sourceip"), Some(&[ContextValue::new("10.0.0.2")][..]));
         assert_eq!(context.get("aws:username"), None);
+    }
+
+    #[test]
+    fn static_and_prefixed_keys_are_the_same_keys() {
+        let mut context = Context::default();
+        context.insert("aws:PrincipalTag/Team", ["a"]);
+        context.insert_prefixed("aws:principaltag/", "TEAM", ["b"]);
+        context.insert("AWS:Username", ["alice"]);
+        context.insert_static("aws:username", ["bob"]);
+        assert_eq!(context.len(), 2);
+        assert_eq!(context.get("aws:principaltag/team"), Some(&[ContextValue::new("b")][..]));
+        assert_eq!(context.get("aws:username"), Some(&[ContextValue::new("bob")][..]));
     }
 }

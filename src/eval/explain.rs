@@ -85,6 +85,13 @@ impl MatchedStatement {
     }
 }
 
+impl fmt::Display for MatchedStatement {
+    /// `layer:policy:statement:effect`, as the audit log records it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}:{}", self.layer, self.policy, self.statement, self.effect)
+    }
+}
+
 /// A decision with its reasons.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {

@@ -323,7 +323,7 @@ impl Core {
         });
         self.audit.record(AuditRecord {
             event_time: jiff::Timestamp::now(),
-            event_name: call.operation.to_string(),
+            event_name: call.operation,
             principal: caller.principal_arn(),
             action: call.action.clone(),
             resource: resource.to_string(),

@@ -61,7 +61,7 @@ impl Core {
             });
             self.audit.record(AuditRecord {
                 event_time: jiff::Timestamp::now(),
-                event_name: "ConsoleLogin".into(),
+                event_name: "ConsoleLogin",
                 principal: format!("arn:aws:iam::{account}:user/{}", r.user_name),
                 action: "signin:ConsoleLogin".into(),
                 decision: if result.is_ok() { Decision::Allow } else { Decision::ImplicitDeny },

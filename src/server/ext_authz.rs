@@ -184,7 +184,7 @@ impl Core {
                     if self.audit.enabled() {
                         self.audit.record(AuditRecord {
                             event_time: now,
-                            event_name: "Check".into(),
+                            event_name: "Check",
                             action: action.clone(),
                             resource: resource.clone(),
                             decision: Decision::ImplicitDeny,
@@ -247,11 +247,12 @@ impl Core {
             let explanation = answer.explanation.as_ref();
             self.audit.record(AuditRecord {
                 event_time: now,
-                event_name: "Check".into(),
+                event_name: "Check",
                 principal: principal.clone(),
                 action: action.clone(),
                 resource: resource.clone(),
                 decision: answer.decision,
+                matched_statements: explanation.map(|e| e.matched_statements.clone()).unwrap_or_default(),
                 reason: explanation.map(|e| e.reason.clone()),
                 snapshot_revision: snapshot.revision.clone(),
                 source_ip: source_ip.clone(),

@@ -182,25 +182,20 @@ impl Core {
             authentication_error: None,
         };
         if self.audit.enabled() {
-            let explanation = answer.explanation;
+            let (reason, matched_statements) = match answer.explanation {
+                Some(explanation) => (Some(explanation.reason), explanation.matched_statements),
+                None => (None, Vec::new()),
+            };
             self.audit.record(AuditRecord {
                 event_time: now,
-                event_name: "Authorize".into(),
+                event_name: "Authorize",
                 request_id,
                 principal,
                 action: request.action,
                 resource: request.resource,
                 decision: answer.decision,
-                matched_statements: explanation
-                    .as_ref()
-                    .map(|e| {
-                        e.matched_statements
-                            .iter()
-                            .map(|m| format!("{}:{}:{}:{}", m.layer, m.policy, m.statement, m.effect))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                reason: explanation.map(|e| e.reason),
+                matched_statements,
+                reason,
                 snapshot_revision: snapshot.revision.clone(),
                 source_ip,
                 access_key_id: authenticated.map(|a| a.access_key_id),
@@ -248,7 +243,7 @@ impl Core {
         if self.audit.enabled() {
             self.audit.record(AuditRecord {
                 event_time: jiff::Timestamp::now(),
-                event_name: "Authorize".into(),
+                event_name: "Authorize",
                 request_id: request_id.clone(),
                 action: request.action.clone(),
                 resource: request.resource.clone(),

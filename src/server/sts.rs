@@ -83,7 +83,7 @@ impl Core {
             let error = result.as_ref().err();
             self.audit.record(AuditRecord {
                 event_time: sts.now,
-                event_name: "AssumeRoleWithWebIdentity".into(),
+                event_name: "AssumeRoleWithWebIdentity",
                 principal: match &result {
                     Ok((_, token)) => format!("{}:{}", token.provider.config.issuer, token.claims.sub),
                     Err(_) => "web identity".into(),
@@ -135,7 +135,7 @@ impl Core {
                 let error = result.as_ref().err();
                 core.audit.record(AuditRecord {
                     event_time: sts.now,
-                    event_name: operation.to_string(),
+                    event_name: operation,
                     principal: caller.principal_arn(),
                     action: format!("sts:{operation}"),
                     resource: resource.clone(),
