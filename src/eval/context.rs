@@ -54,7 +54,32 @@ impl Eq for ContextValue {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     /// Keys iamd fills itself are `'static` strings: no allocation per key per request.
-    entries: Vec<(Cow<'static, str>, Vec<ContextValue>)>,
+    entries: Vec<(Cow<'static, str>, Values)>,
+}
+
+/// The values of one key: almost always a single one, held without a separate allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Values {
+    One(ContextValue),
+    Many(Vec<ContextValue>),
+}
+
+impl Values {
+    fn new(values: impl IntoIterator<Item = ContextValue>) -> Values {
+        let mut values = values.into_iter();
+        match (values.next(), values.next()) {
+            (Some(only), None) => Values::One(only),
+            (None, _) => Values::Many(Vec::new()),
+            (Some(first), Some(second)) => Values::Many([first, second].into_iter().chain(values).collect()),
+        }
+    }
+
+    fn as_slice(&self) -> &[ContextValue] {
+        match self {
+            Values::One(value) => std::slice::from_ref(value),
+            Values::Many(values) => values,
+        }
+    }
 }
 
 impl Context {
@@ -96,7 +121,7 @@ impl Context {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let values: Vec<ContextValue> = values.into_iter().map(ContextValue::new).collect();
+        let values = Values::new(values.into_iter().map(ContextValue::new));
         match self.entries.binary_search_by(|(k, _)| (**k).cmp(&*key)) {
             Ok(at) => self.entries[at].1 = values,
             Err(at) => self.entries.insert(at, (key, values)),
