@@ -85,9 +85,9 @@ pub fn encode(
                 .matched_statements
                 .iter()
                 .map(|m| MatchedStatement {
-                    statement_id: m.statement.clone(),
+                    statement_id: m.statement.to_string(),
                     effect: m.effect.to_string(),
-                    policy: m.policy.clone(),
+                    policy: m.policy.to_string(),
                     layer: m.layer.to_string(),
                 })
                 .collect(),

@@ -1,6 +1,7 @@
 //! Why a decision was made.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -63,9 +64,9 @@ impl Serialize for Layer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MatchedStatement {
     pub layer: Layer,
-    pub policy: String,
+    pub policy: Arc<str>,
     /// The statement's `Sid`, or `#index`.
-    pub statement: String,
+    pub statement: Arc<str>,
     #[serde(serialize_with = "serialize_display")]
     pub effect: Effect,
 }
@@ -78,7 +79,7 @@ impl MatchedStatement {
     pub(crate) fn new(layer: Layer, policy: &Policy, statement: &Statement) -> Self {
         MatchedStatement {
             layer,
-            policy: policy.name().to_string(),
+            policy: policy.name.clone(),
             statement: statement.label(),
             effect: statement.effect,
         }

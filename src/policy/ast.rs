@@ -148,7 +148,8 @@ pub struct ResourceMatch {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
-    pub sid: Option<Box<str>>,
+    /// Shared with the explanations that name the statement.
+    pub sid: Option<Arc<str>>,
     /// Position in the policy's `Statement` array, from 0.
     pub index: usize,
     pub effect: Effect,
@@ -161,10 +162,10 @@ pub struct Statement {
 
 impl Statement {
     /// How explanations name the statement: its `Sid`, or its index.
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> Arc<str> {
         match &self.sid {
-            Some(sid) if !sid.is_empty() => sid.to_string(),
-            _ => format!("#{}", self.index),
+            Some(sid) if !sid.is_empty() => sid.clone(),
+            _ => format!("#{}", self.index).into(),
         }
     }
 }
@@ -173,7 +174,8 @@ impl Statement {
 /// behind an `Arc`, evaluate from any thread.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub(crate) name: Box<str>,
+    /// Shared with the explanations that name the policy.
+    pub(crate) name: Arc<str>,
     pub(crate) kind: PolicyKind,
     pub(crate) version: Version,
     pub(crate) id: Option<Box<str>>,

@@ -345,7 +345,7 @@ impl<'a> Parser<'a> {
     }
 
     fn statement(&mut self, object: &Object<'_>, index: usize, path: &str) -> Option<Statement> {
-        let sid: Option<Box<str>> = object.get("Sid").and_then(|prop| match prop.value.as_string_lit() {
+        let sid: Option<std::sync::Arc<str>> = object.get("Sid").and_then(|prop| match prop.value.as_string_lit() {
             Some(s) => Some(s.value.as_ref().into()),
             None => {
                 self.statement = Some(format!("#{index}"));

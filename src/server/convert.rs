@@ -57,8 +57,8 @@ pub fn explanation(explanation: &Explanation) -> proto::Explanation {
             .iter()
             .map(|m| proto::MatchedStatement {
                 layer: m.layer.to_string(),
-                policy: m.policy.clone(),
-                statement: m.statement.clone(),
+                policy: m.policy.to_string(),
+                statement: m.statement.to_string(),
                 effect: m.effect.to_string(),
             })
             .collect(),
