@@ -267,6 +267,10 @@ fn fill_context(
     for key in CALLER_CANNOT_CLAIM {
         context.remove_prefix(key);
     }
+    let resource_tags = snapshot.directory.resource_tags.get(resource);
+    // The principal's keys below, its tags, the resource's tags and aws:ResourceAccount.
+    let principal_tags = entry.map_or(0, |e| e.who.tags.len());
+    context.reserve(8 + principal_tags + resource_tags.map_or(0, |tags| tags.len()));
     if let Some(account) = principal.account() {
         context.insert_static("aws:principalaccount", [account]);
     }
@@ -309,7 +313,7 @@ fn fill_context(
             context.insert_prefixed("aws:principaltag/", &tag.key, [tag.value.as_str()]);
         }
     }
-    if let Some(tags) = snapshot.directory.resource_tags.get(resource) {
+    if let Some(tags) = resource_tags {
         for tag in tags.iter() {
             context.insert_prefixed("aws:resourcetag/", &tag.key, [tag.value.as_str()]);
         }

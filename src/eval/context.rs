@@ -128,6 +128,11 @@ impl Context {
         }
     }
 
+    /// Makes room for `additional` more keys, so that filling a context grows it once.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// The values of `key`, which must already be lower-case.
     pub fn get(&self, key: &str) -> Option<&[ContextValue]> {
         self.entries.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|at| self.entries[at].1.as_slice())
