@@ -4,6 +4,8 @@
 //! node and shows duplicate keys, which serde would silently merge: AWS rejects them, and a
 //! duplicated `Effect` must never be resolved by picking one.
 
+use std::sync::Arc;
+
 use jsonc_parser::ast::{Array, Object, ObjectProp, Value};
 use jsonc_parser::common::Ranged;
 use jsonc_parser::{CollectOptions, ParseOptions};
@@ -345,7 +347,7 @@ impl<'a> Parser<'a> {
     }
 
     fn statement(&mut self, object: &Object<'_>, index: usize, path: &str) -> Option<Statement> {
-        let sid: Option<std::sync::Arc<str>> = object.get("Sid").and_then(|prop| match prop.value.as_string_lit() {
+        let sid: Option<Arc<str>> = object.get("Sid").and_then(|prop| match prop.value.as_string_lit() {
             Some(s) => Some(s.value.as_ref().into()),
             None => {
                 self.statement = Some(format!("#{index}"));
