@@ -80,7 +80,7 @@ impl MatchedStatement {
         MatchedStatement {
             layer,
             policy: policy.name.clone(),
-            statement: statement.label(),
+            statement: statement.label.clone(),
             effect: statement.effect,
         }
     }

@@ -148,8 +148,10 @@ pub struct ResourceMatch {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
-    /// Shared with the explanations that name the statement.
     pub sid: Option<Arc<str>>,
+    /// How explanations name the statement: its `Sid`, or `#index` without one. Made once at
+    /// load, and shared with every explanation that names the statement.
+    pub label: Arc<str>,
     /// Position in the policy's `Statement` array, from 0.
     pub index: usize,
     pub effect: Effect,
@@ -158,16 +160,6 @@ pub struct Statement {
     /// `None` only in trust policies, which have no `Resource`.
     pub resource: Option<ResourceMatch>,
     pub conditions: Box<[Condition]>,
-}
-
-impl Statement {
-    /// How explanations name the statement: its `Sid`, or its index.
-    pub fn label(&self) -> Arc<str> {
-        match &self.sid {
-            Some(sid) if !sid.is_empty() => sid.clone(),
-            _ => format!("#{}", self.index).into(),
-        }
-    }
 }
 
 /// A parsed, validated and compiled policy. Immutable and `Send + Sync`: compile once, share

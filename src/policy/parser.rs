@@ -355,10 +355,11 @@ impl<'a> Parser<'a> {
                 None
             }
         });
-        self.statement = Some(match &sid {
-            Some(sid) if !sid.is_empty() => sid.to_string(),
-            _ => format!("#{index}"),
-        });
+        let label: Arc<str> = match &sid {
+            Some(sid) if !sid.is_empty() => sid.clone(),
+            _ => format!("#{index}").into(),
+        };
+        self.statement = Some(label.to_string());
         self.check_keys(object, path, STATEMENT_ELEMENTS, "statement");
         if let (Some(sid), Some(prop)) = (&sid, object.get("Sid")) {
             self.check_sid(sid, prop, path);
@@ -427,6 +428,7 @@ impl<'a> Parser<'a> {
         }
         Some(Statement {
             sid,
+            label,
             index,
             effect: effect?,
             principal,

@@ -17,7 +17,7 @@ pub(crate) fn lint(parser: &mut Parser<'_>, policy: &Policy, root: &Object<'_>) 
         let path = format!("Statement[{}]", statement.index);
         let range = node.map_or(root.range(), Ranged::range);
         let warn = |parser: &mut Parser<'_>, code: &'static str, message: String| {
-            *parser.statement_label() = Some(statement.label().to_string());
+            *parser.statement_label() = Some(statement.label.to_string());
             parser.report(Severity::Warning, code, &range, &path, message);
         };
         if let Some(reason) = never_matches(statement) {
