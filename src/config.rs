@@ -29,11 +29,12 @@ pub struct FileConfig {
     pub account: Option<String>,
     /// Milliseconds to wait after the last change to a bundle before reloading it.
     pub reload_debounce_ms: Option<u64>,
-    /// Threads serving requests; by default one, on Tokio's current-thread scheduler. A sidecar
-    /// shares its node with the application it guards, and one thread that never hands a
-    /// request to another also answers faster than two that compete with the application for
-    /// cores (the README's performance section has the figures). Raise it for a sidecar that
-    /// serves many callers on a node with cores to spare.
+    /// Threads serving the Authorizer API, each with its connections to itself (see
+    /// `server::lanes`); by default one, the main thread, which also serves the admin and Query
+    /// APIs. A sidecar shares its node with the application it guards, and on a node short of
+    /// cores one thread answers faster than two that compete with the application (the README's
+    /// performance section has the figures). Raise it for a sidecar that serves many callers,
+    /// over several connections, on a node with cores to spare.
     pub worker_threads: Option<usize>,
     pub limits: Option<LimitsFile>,
     pub audit: Option<AuditFile>,

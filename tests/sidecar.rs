@@ -715,3 +715,83 @@ async fn a_large_state_imports_exports_and_survives_a_restart() {
     let write = authorizer.authorize(request(&last, "s3:PutObject", "arn:aws:s3:::b/k")).await.unwrap();
     assert_eq!(decision(write.get_ref()), Decision::ImplicitDeny);
 }
+
+/// CPU time of each of `pid`'s threads named `iamd-lane-*`, in nanoseconds (Linux schedstat).
+fn lane_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut lanes = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        if !name.starts_with("iamd-lane-") {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap();
+        lanes.insert(name, schedstat.split_whitespace().next().unwrap().parse().unwrap());
+    }
+    lanes
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_each_serve_their_share_of_connections_and_stop_on_sigterm() {
+    let data = temp_dir();
+    let config = path(&data, "iamd.toml");
+    std::fs::write(&config, "worker_threads = 3\n").unwrap();
+    let mut sidecar = Sidecar::start(data.path(), None, &["--config", config.to_str().unwrap()]);
+    // A thread takes its name once it runs, which may be a moment after iamd says it serves.
+    let mut idle = lane_cpu_ns(sidecar.pid());
+    for _ in 0..100 {
+        if idle.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        idle = lane_cpu_ns(sidecar.pid());
+    }
+    assert_eq!(idle.keys().collect::<Vec<_>>(), ["iamd-lane-1", "iamd-lane-2"]);
+
+    // Six connections, dealt in turn to the main thread and the two lanes: two each.
+    let mut admin = sidecar.admin().await;
+    admin.create_user(create_user("alice")).await.unwrap();
+    admin
+        .attach_user_policy(proto::AttachmentRequest {
+            name: "alice".into(),
+            policy_arn: "arn:aws:iam::111122223333:policy/ReportsReadOnly".into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(sidecar.authorizer().await);
+    }
+    let load = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            for i in 0..500 {
+                let own = request(ALICE, "s3:GetObject", &format!("arn:aws:s3:::reports/alice/{i}.csv"));
+                assert_eq!(decision(&client.authorize(own).await.unwrap().into_inner()), Decision::Allow);
+                let other = request(ALICE, "s3:GetObject", &format!("arn:aws:s3:::reports/bob/{i}.csv"));
+                assert_eq!(
+                    decision(&client.authorize(other).await.unwrap().into_inner()),
+                    Decision::ImplicitDeny
+                );
+            }
+            client
+        })
+    });
+    let mut clients = Vec::new();
+    for task in load {
+        clients.push(task.await.unwrap());
+    }
+    let busy = lane_cpu_ns(sidecar.pid());
+    for (lane, before) in &idle {
+        // 2,000 decisions at tens of microseconds each: well over a millisecond of work.
+        let spent = busy[lane] - before;
+        assert!(spent > 1_000_000, "{lane} served no connection: {spent} ns of CPU under load");
+    }
+
+    // The clients keep their connections open: each lane must close its own on SIGTERM. One
+    // that did not would hold the process until the drain deadline (request timeout + 1 s).
+    sidecar.signal("TERM");
+    let status = sidecar.wait_exit(Duration::from_secs(4)).expect("iamd stops promptly after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    drop(clients);
+}

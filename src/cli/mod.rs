@@ -76,17 +76,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         root_credentials_file: args.root_credentials_file,
     };
     let config = Config::resolve(file, overrides)?;
-    // One thread runs Tokio's current-thread scheduler: a request's task that finishes queues
-    // its connection behind the other requests ready on it, so their answers go out in one
-    // write; the multi-threaded scheduler runs the connection at once for each answer, a write
-    // each (about 40% more throughput at concurrency 16 and a third off p99: see the README's
-    // performance section).
-    let runtime = if config.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(config.worker_threads).enable_all().build()
-    }
-    .context("cannot start the runtime")?;
+    // The main thread runs everything but the Authorizer API's extra serving threads, which
+    // `server::run` starts (see `server::lanes`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let telemetry = Telemetry::init(&config.telemetry)?;
         // Before anything is written: the master key file, the data directory, the audit log.

@@ -11,6 +11,7 @@ mod bearer_sessions;
 mod console;
 mod convert;
 mod ext_authz;
+mod lanes;
 pub mod query;
 mod request_id;
 mod sts;
@@ -58,6 +59,8 @@ pub enum ServeError {
     Watch { path: String, message: String },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the threads that serve the Authorizer API: {0}")]
+    Threads(std::io::Error),
     #[error(
         "refusing to serve the {listener} API on {addr} without TLS: it carries credentials. Configure \
          [tls] in the configuration file, or listen on a loopback address such as 127.0.0.1"
@@ -456,16 +459,6 @@ pub struct Bound {
     pub query: SocketAddr,
 }
 
-/// The connections of a gRPC listener, with TLS when it is configured.
-fn incoming(
-    listener: TcpListener,
-    tls: Option<Arc<tls::Tls>>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tls::Conn>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::ReceiverStream::new(tls::accept(listener, tls, tls::Protocol::Grpc))
-        .map(|(connection, _)| Ok(connection))
-}
-
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
@@ -607,26 +600,39 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let drain = config.request_timeout + DRAIN_MARGIN;
 
-    let builder = || {
-        Server::builder()
-            .timeout(config.request_timeout)
-            .concurrency_limit_per_connection(config.concurrency_per_connection)
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .load_shed(true)
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.concurrency))
-            .layer(request_id::RequestIdLayer)
+    let limits = GrpcLimits {
+        request_timeout: config.request_timeout,
+        concurrency_per_connection: config.concurrency_per_connection,
+        max_concurrent_streams: config.max_concurrent_streams,
     };
-    let authorizer_server = builder()
-        .add_service(health_service.clone())
-        .add_service(reflection.clone())
-        .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
-        .add_service(ext_authz::service(core.clone()))
-        .serve_with_incoming_shutdown(incoming(authorizer_listener, tls.clone()), stopped(stop_rx.clone()));
-    let admin_server = builder()
+    // One limit for the listener, however many threads serve it.
+    let authorizer_limit = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+    let serve_authorizer = {
+        let (core, health, reflection) = (core.clone(), health_service.clone(), reflection.clone());
+        move |incoming, stop| {
+            limits
+                .server(authorizer_limit.clone())
+                .add_service(health.clone())
+                .add_service(reflection.clone())
+                .add_service(AuthorizerServer::new(authorizer::AuthorizerService::new(core.clone())))
+                .add_service(ext_authz::service(core.clone()))
+                .serve_with_incoming_shutdown(incoming, lanes::stopped(stop))
+        }
+    };
+    let authorizer_server = lanes::start(
+        config.worker_threads,
+        authorizer_listener,
+        tls.clone(),
+        stop_rx.clone(),
+        drain,
+        serve_authorizer,
+    )
+    .map_err(ServeError::Threads)?
+    .finished();
+    let admin_server = limits
+        .server(Arc::new(tokio::sync::Semaphore::new(config.concurrency)))
         .layer(authenticate::AuthenticateLayer::new(core.clone()))
         .add_service(health_service)
         .add_service(reflection)
@@ -637,13 +643,17 @@ pub async fn run(
         )
         .add_service(proto::sts_server::StsServer::new(sts::StsService::new(core.clone())))
         .add_service(proto::console_server::ConsoleServer::new(console::ConsoleService::new(core.clone())))
-        .serve_with_incoming_shutdown(incoming(admin_listener, tls.clone()), stopped(stop_rx.clone()));
-    let limits = query::Limits { concurrency: config.concurrency, timeout: config.request_timeout };
+        .serve_with_incoming_shutdown(
+            lanes::Incoming::new(tls::accept(admin_listener, tls.clone(), tls::Protocol::Grpc)),
+            lanes::stopped(stop_rx.clone()),
+        );
+    let query_limits = query::Limits { concurrency: config.concurrency, timeout: config.request_timeout };
     let query_connections = tls::Accepted {
         connections: tls::accept(query_listener, tls.clone(), tls::Protocol::Http1),
         local: query_addr,
     };
-    let query_server = query::serve(query_connections, core.clone(), limits, stopped(stop_rx.clone()));
+    let query_server =
+        query::serve(query_connections, core.clone(), query_limits, lanes::stopped(stop_rx.clone()));
 
     tracing::info!(
         authorizer = %authorizer_addr,
@@ -658,9 +668,8 @@ pub async fn run(
     // The servers return once every connection has closed, and a connection that never sent a
     // request (or holds a health watch open) never does. Requests end within the request
     // timeout, so once it has passed after the signal, the connections left are closed.
-    let drain = config.request_timeout + DRAIN_MARGIN;
     let drained = async move {
-        stopped(stop_rx).await;
+        lanes::stopped(stop_rx).await;
         tokio::time::sleep(drain).await;
     };
     let servers = tokio::select! {
@@ -683,6 +692,39 @@ pub async fn run(
         c.map_err(ServeError::Query)?;
     }
     Ok(())
+}
+
+/// What every gRPC listener's server enforces.
+#[derive(Clone, Copy)]
+struct GrpcLimits {
+    request_timeout: std::time::Duration,
+    concurrency_per_connection: usize,
+    max_concurrent_streams: u32,
+}
+
+impl GrpcLimits {
+    /// A server with these limits, `concurrency` across all its connections, load shedding
+    /// past them, and request ids.
+    fn server(
+        self,
+        concurrency: Arc<tokio::sync::Semaphore>,
+    ) -> Server<
+        tower::layer::util::Stack<
+            request_id::RequestIdLayer,
+            tower::layer::util::Stack<
+                tower::limit::GlobalConcurrencyLimitLayer,
+                tower::layer::util::Identity,
+            >,
+        >,
+    > {
+        Server::builder()
+            .timeout(self.request_timeout)
+            .concurrency_limit_per_connection(self.concurrency_per_connection)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .load_shed(true)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(concurrency))
+            .layer(request_id::RequestIdLayer)
+    }
 }
 
 /// How long after the request timeout connections are given to close at shutdown.

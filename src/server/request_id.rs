@@ -61,7 +61,12 @@ where
         if !valid && let Ok(value) = HeaderValue::from_str(&next_id()) {
             request.headers_mut().insert(REQUEST_ID, value);
         }
-        let id = request.headers().get(REQUEST_ID).cloned();
+        // A value that never repeats is not worth a place in the connection's HPACK table: it
+        // would only push out entries that do repeat (RFC 7541, section 7.1.3).
+        let id = request.headers().get(REQUEST_ID).cloned().map(|mut id| {
+            id.set_sensitive(true);
+            id
+        });
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;

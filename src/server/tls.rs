@@ -2,9 +2,9 @@
 //! read again from disk when they change, so that a rotated certificate is served without a
 //! restart and without dropping a connection.
 //!
-//! Every listener accepts through [`accept`]: a task accepts TCP connections, runs each TLS
-//! handshake in a task of its own (a slow or hostile client cannot hold up the others), and
-//! hands the ready connections to the server.
+//! Every listener's connections go through [`admit`], which runs each TLS handshake in a task
+//! of its own (a slow or hostile client cannot hold up the others) and hands the ready
+//! connections to the server.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use tonic::transport::server::Connected;
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections accepted but not yet taken by the server.
-const BACKLOG: usize = 128;
+pub(super) const BACKLOG: usize = 128;
 
 /// Where the listeners' certificate, key and (for mutual TLS) client CA are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,8 +240,7 @@ impl Connected for Conn {
 }
 
 /// Accepts connections on `listener` (with TLS when `tls` is set) until the receiver is
-/// dropped. Nagle's algorithm is off: a decision is one small response, and delaying it for a
-/// delayed ACK costs up to 40 ms.
+/// dropped.
 pub fn accept(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
@@ -252,39 +251,61 @@ pub fn accept(
         loop {
             let (stream, peer) = tokio::select! {
                 _ = ready.closed() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, say: back off rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = accept_tcp(&listener) => accepted,
             };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot turn off Nagle's algorithm");
+            if !admit(stream, peer, tls.as_ref(), protocol, &ready).await {
+                return;
             }
-            let Some(tls) = &tls else {
-                if ready.send((Conn::Plain(stream), peer)).await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            let acceptor = tls.acceptor(protocol);
-            let ready = ready.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = ready.send((Conn::Tls(Box::new(stream)), peer)).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                }
-            });
         }
     });
     accepted
+}
+
+/// The next connection on `listener`, with Nagle's algorithm off: a decision is one small
+/// response, and delaying it for a delayed ACK costs up to 40 ms.
+pub async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot turn off Nagle's algorithm");
+                }
+                return (stream, peer);
+            }
+            Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Hands an accepted connection to the server through `ready`: at once without TLS, after its
+/// handshake with it, run in a task of its own so that a slow or hostile client cannot hold up
+/// the others. False once the server has stopped taking connections.
+pub async fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&Arc<Tls>>,
+    protocol: Protocol,
+    ready: &mpsc::Sender<(Conn, SocketAddr)>,
+) -> bool {
+    let Some(tls) = tls else {
+        return ready.send((Conn::Plain(stream), peer)).await.is_ok();
+    };
+    let acceptor = tls.acceptor(protocol);
+    let ready = ready.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let _ = ready.send((Conn::Tls(Box::new(stream)), peer)).await;
+            }
+            Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+            Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+        }
+    });
+    true
 }
 
 /// The accepted connections of the Query API, as axum takes them.
