@@ -1,5 +1,7 @@
 //! Latency through a real Envoy on loopback at a fixed rate, with and without the ext_authz
-//! filter calling iamd, for requests signed with SigV4 (each verified and decided).
+//! filter calling iamd, for requests signed with SigV4 (each verified and decided). A third run
+//! points the filter at a server that allows everything without looking: the floor any ext_authz
+//! server meets on this machine, so that iamd's share of the filter's cost can be told apart.
 //!
 //! `bash tests/python/setup.sh && cargo bench --bench envoy` (`IAMD_BENCH_SECONDS` sets the
 //! duration of each run, default 10; `IAMD_BENCH_RATE` the requests per second, default 1000).
@@ -226,6 +228,41 @@ async fn run_direct(
     .await
 }
 
+/// An ext_authz server that allows every request without reading it.
+struct AllowAll;
+
+#[tonic::async_trait]
+impl envoy_types::ext_authz::v3::pb::Authorization for AllowAll {
+    async fn check(
+        &self,
+        _: tonic::Request<envoy_types::ext_authz::v3::pb::CheckRequest>,
+    ) -> Result<tonic::Response<envoy_types::ext_authz::v3::pb::CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(envoy_types::ext_authz::v3::pb::CheckResponse {
+            status: Some(envoy_types::pb::google::rpc::Status { code: 0, ..Default::default() }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Starts [`AllowAll`] on a thread of its own, on a current-thread runtime as iamd's; its port.
+fn allow_all() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(AllowAll))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+    });
+    port
+}
+
 fn report(what: &str, latencies: &[u64], rate: u64) {
     println!(
         "{what}: {} requests at {rate}/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -317,9 +354,14 @@ fn main() {
             session_token: None,
         };
         let app = upstream();
-        for ext_authz in [false, true] {
+        let floor = allow_all();
+        for (what, ext_authz, server) in [
+            ("envoy without ext_authz", false, bound.authorizer.port()),
+            ("envoy with ext_authz", true, bound.authorizer.port()),
+            ("envoy with ext_authz to a server that allows all", true, floor),
+        ] {
             let port = free_port();
-            let _envoy = start_envoy(dir.path(), port, app, bound.authorizer.port(), ext_authz);
+            let _envoy = start_envoy(dir.path(), port, app, server, ext_authz);
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "envoy did not start");
@@ -327,11 +369,7 @@ fn main() {
             }
             run(port, &alice, rate, 1).await;
             let latencies = run(port, &alice, rate, seconds).await;
-            report(
-                &format!("envoy {} ext_authz", if ext_authz { "with" } else { "without" }),
-                &latencies,
-                rate,
-            );
+            report(what, &latencies, rate);
         }
         let iamd = bound.authorizer.port();
         run_direct(iamd, 10_000, &alice, rate, 1).await;
