@@ -57,7 +57,8 @@ async fn every_listener_requires_mutual_tls_and_serves_a_rotated_certificate() {
     std::fs::write(
         &config,
         format!(
-            "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nreload_interval_ms = 200\n",
+            // Two serving threads: connections alternate between them, so each runs handshakes.
+            "worker_threads = 2\n[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nreload_interval_ms = 200\n",
             pki.join("server.pem"),
             pki.join("server.key"),
             pki.join("ca.pem")
