@@ -730,25 +730,61 @@ fn lane_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
     lanes
 }
 
+/// [`lane_cpu_ns`] once `count` lanes run: a thread takes its name once it runs, which may be a
+/// moment after iamd says it serves.
+async fn lanes_started(sidecar: &Sidecar, count: usize) -> std::collections::BTreeMap<String, u64> {
+    for _ in 0..100 {
+        let lanes = lane_cpu_ns(sidecar.pid());
+        if lanes.len() == count {
+            return lanes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lane_cpu_ns(sidecar.pid())
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_connection_does_not_push_the_next_one_onto_a_busy_thread() {
+    let data = temp_dir();
+    let config = path(&data, "iamd.toml");
+    std::fs::write(&config, "worker_threads = 2\n").unwrap();
+    let sidecar = Sidecar::start(data.path(), None, &["--config", config.to_str().unwrap(), "--no-audit"]);
+    assert_eq!(lanes_started(&sidecar, 1).await.len(), 1);
+    let read = request(ALICE, "s3:GetObject", "arn:aws:s3:::reports/alice/q1.csv");
+
+    // A long-lived connection lands on the main thread, a probe-like one on the lane and closes.
+    let mut long_lived = sidecar.authorizer().await;
+    long_lived.authorize(read.clone()).await.unwrap();
+    let mut probe = sidecar.authorizer().await;
+    probe.authorize(read.clone()).await.unwrap();
+    drop(probe);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Taken in turn, the next connection would go back to the main thread; by open connections,
+    // it goes to the lane, which holds none.
+    let mut next = sidecar.authorizer().await;
+    let before = lane_cpu_ns(sidecar.pid())["iamd-lane-1"];
+    for _ in 0..2_000 {
+        next.authorize(read.clone()).await.unwrap();
+    }
+    let spent = lane_cpu_ns(sidecar.pid())["iamd-lane-1"] - before;
+    assert!(spent > 1_000_000, "the new connection was not served by the idle lane: {spent} ns of its CPU");
+    long_lived.authorize(read).await.unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_threads_each_serve_their_share_of_connections_and_stop_on_sigterm() {
     let data = temp_dir();
     let config = path(&data, "iamd.toml");
-    std::fs::write(&config, "worker_threads = 3\n").unwrap();
+    // A long request timeout puts the drain deadline (timeout + 1 s) far beyond a prompt stop.
+    std::fs::write(&config, "worker_threads = 3\n[limits]\nrequest_timeout_ms = 30000\n").unwrap();
     let mut sidecar = Sidecar::start(data.path(), None, &["--config", config.to_str().unwrap()]);
-    // A thread takes its name once it runs, which may be a moment after iamd says it serves.
-    let mut idle = lane_cpu_ns(sidecar.pid());
-    for _ in 0..100 {
-        if idle.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        idle = lane_cpu_ns(sidecar.pid());
-    }
+    let idle = lanes_started(&sidecar, 2).await;
     assert_eq!(idle.keys().collect::<Vec<_>>(), ["iamd-lane-1", "iamd-lane-2"]);
 
-    // Six connections, dealt in turn to the main thread and the two lanes: two each.
+    // Six connections, each dealt to the thread holding the fewest: two each.
     let mut admin = sidecar.admin().await;
     admin.create_user(create_user("alice")).await.unwrap();
     admin
@@ -789,9 +825,13 @@ async fn worker_threads_each_serve_their_share_of_connections_and_stop_on_sigter
     }
 
     // The clients keep their connections open: each lane must close its own on SIGTERM. One
-    // that did not would hold the process until the drain deadline (request timeout + 1 s).
+    // that did not would hold the process until the drain deadline, 31 s away. The wait runs
+    // off the runtime, whose threads the clients need to answer the server's goodbye.
     sidecar.signal("TERM");
-    let status = sidecar.wait_exit(Duration::from_secs(4)).expect("iamd stops promptly after SIGTERM");
+    let status = tokio::task::spawn_blocking(move || sidecar.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .expect("iamd stops promptly after SIGTERM");
     assert!(status.success(), "{status:?}");
     drop(clients);
 }

@@ -1,22 +1,25 @@
 //! The threads that serve the Authorizer API: `worker_threads` lanes, each a current-thread
 //! Tokio runtime with a gRPC server of its own, and one acceptor that deals them the
-//! connections in turn.
+//! connections.
 //!
 //! The first lane is the process's main thread, which also serves the admin and Query APIs and
 //! runs reloads; with one worker thread (the default) it is the only one. A connection stays on
 //! the lane it was dealt to, so a request never wakes another thread: on its current-thread
 //! runtime, the answers ready on a connection go out in one write once the lane has run its
-//! other ready tasks. Tokio's multi-threaded scheduler, which hands tasks between threads,
-//! spent 38–42 µs of CPU per decision on the benchmark's workload against 22–25 µs for one
-//! current-thread runtime (2 cores, README's performance section).
+//! other ready tasks. With two threads, Tokio's multi-threaded scheduler, which hands tasks
+//! between threads, spent 43–49 µs of CPU per decision on the benchmark's workload against
+//! 34–36 µs for two lanes (2 cores shared with the client; README's performance section).
 //!
-//! Connections are dealt round-robin rather than by load: gRPC clients keep their connections
-//! open, so after a client's first few connections each lane holds about as many as the others.
+//! A new connection goes to the lane holding the fewest open connections (in turn among equals),
+//! so that short-lived ones, such as health probes, cannot pile the long-lived ones onto one
+//! lane; a lane whose queue of new connections is full is passed over, so one stalled lane does
+//! not hold up accepting for the others.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,7 +30,30 @@ use super::tls::{self, Conn, Tls};
 
 /// A connection dealt to a lane: moved between runtimes as a std socket, since a Tokio socket
 /// belongs to the runtime that registered it.
-type Dealt = (std::net::TcpStream, SocketAddr);
+type Dealt = (std::net::TcpStream, SocketAddr, Held);
+
+/// One open connection counted on a lane; the count drops with it.
+pub struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(open: &Arc<AtomicUsize>) -> Held {
+        open.fetch_add(1, Ordering::Relaxed);
+        Held(open.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the acceptor sends a lane its connections, and how many it holds.
+struct Dealer {
+    number: usize,
+    connections: mpsc::Sender<Dealt>,
+    open: Arc<AtomicUsize>,
+}
 
 /// The connections a lane's gRPC server takes, as tonic's `serve_with_incoming` wants them.
 pub struct Incoming(mpsc::Receiver<(Conn, SocketAddr)>);
@@ -55,8 +81,8 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
 pub struct Lanes<S> {
     /// The first lane, which runs on the caller's runtime.
     main: S,
-    /// One per lane on a thread of its own: its server's result.
-    others: Vec<oneshot::Receiver<Result<(), tonic::transport::Error>>>,
+    /// One per lane on a thread of its own: its number, and its server's result.
+    others: Vec<(usize, oneshot::Receiver<Result<(), tonic::transport::Error>>)>,
 }
 
 /// Starts `threads` lanes serving `listener` with the servers `serve` makes (given a lane's
@@ -76,47 +102,65 @@ where
     S: Future<Output = Result<(), tonic::transport::Error>>,
 {
     let threads = threads.max(1);
-    let mut dealers = Vec::with_capacity(threads);
-    let (first, first_connections) = mpsc::channel(tls::BACKLOG);
-    dealers.push(first);
+    let dealer = |number| {
+        let (connections, dealt) = mpsc::channel(tls::BACKLOG);
+        (Dealer { number, connections, open: Arc::new(AtomicUsize::new(0)) }, dealt)
+    };
+    let (first, first_dealt) = dealer(0);
+    let mut dealers = vec![first];
     let mut others = Vec::with_capacity(threads - 1);
     for number in 1..threads {
-        let (dealer, connections) = mpsc::channel(tls::BACKLOG);
+        let (dealer, dealt) = dealer(number);
         let (done, finished) = oneshot::channel();
+        let (started, runtime_built) = std::sync::mpsc::sync_channel(1);
         let (tls, stop, serve) = (tls.clone(), stop.clone(), serve.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // The runtime is built on its own thread: a runtime dropped inside another's context
+        // (as one would be if this thread could not be started) panics.
         std::thread::Builder::new().name(format!("iamd-lane-{number}")).spawn(move || {
-            let _ = done.send(runtime.block_on(lane(connections, tls, stop, drain, serve)));
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started.send(Ok(()));
+            let result = runtime.block_on(lane(dealt, tls, stop, drain, serve));
+            if let Err(e) = &result {
+                tracing::error!(lane = number, error = %e, "a thread serving the Authorizer API stopped");
+            }
+            let _ = done.send(result);
         })?;
+        // Start-up only, and the thread answers as soon as its runtime exists.
+        runtime_built.recv().map_err(|_| std::io::Error::other("a serving thread ended as it started"))??;
         dealers.push(dealer);
-        others.push(finished);
+        others.push((number, finished));
     }
     tokio::spawn(deal(listener, dealers, stop.clone()));
-    Ok(Lanes { main: lane(first_connections, tls, stop, drain, serve), others })
+    Ok(Lanes { main: lane(first_dealt, tls, stop, drain, serve), others })
 }
 
 impl<S: Future<Output = Result<(), tonic::transport::Error>>> Lanes<S> {
     /// Serves on the first lane until every lane has finished; the first error of any.
     pub async fn finished(self) -> Result<(), tonic::transport::Error> {
-        let main = self.main.await;
-        let mut result = main;
-        for other in self.others {
-            // A lane whose thread ended without a word has nothing more to report.
-            if let Ok(Err(e)) = other.await
-                && result.is_ok()
-            {
-                result = Err(e);
+        let mut result = self.main.await;
+        for (number, other) in self.others {
+            match other.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => tracing::error!(lane = number, "a thread serving the Authorizer API panicked"),
             }
         }
         result
     }
 }
 
-/// Accepts connections and deals them to the lanes in turn, until `stop` or until no lane
-/// takes connections any more.
-async fn deal(listener: TcpListener, lanes: Vec<mpsc::Sender<Dealt>>, stop: watch::Receiver<bool>) {
+/// Accepts connections and deals each to the lane holding the fewest, until `stop` or until no
+/// lane takes connections any more.
+async fn deal(listener: TcpListener, lanes: Vec<Dealer>, stop: watch::Receiver<bool>) {
     let stopping = stopped(stop);
     tokio::pin!(stopping);
+    let mut reported = vec![false; lanes.len()];
     let mut turn = 0;
     loop {
         let (stream, peer) = tokio::select! {
@@ -130,14 +174,50 @@ async fn deal(listener: TcpListener, lanes: Vec<mpsc::Sender<Dealt>>, stop: watc
                 continue;
             }
         };
-        let Some(lane) = (0..lanes.len()).map(|i| (turn + i) % lanes.len()).find(|&i| !lanes[i].is_closed())
-        else {
+        for lane in lanes.iter().filter(|lane| lane.connections.is_closed()) {
+            if !std::mem::replace(&mut reported[lane.number], true) {
+                tracing::error!(
+                    lane = lane.number,
+                    "a thread serving the Authorizer API is gone; the others go on"
+                );
+            }
+        }
+        // Fewest open connections first, in turn among equals.
+        let mut order: Vec<&Dealer> = lanes.iter().filter(|lane| !lane.connections.is_closed()).collect();
+        if order.is_empty() {
+            tracing::error!("no thread serves the Authorizer API any more; it no longer accepts connections");
             return;
-        };
-        turn = lane + 1;
-        // A lane that stops while the connection waits for it drops the connection.
-        let _ = lanes[lane].send((stream, peer)).await;
+        }
+        order.sort_by_key(|lane| {
+            (lane.open.load(Ordering::Relaxed), (lane.number + lanes.len() - turn) % lanes.len())
+        });
+        turn = (order[0].number + 1) % lanes.len();
+        if let Some((stream, peer)) = offer(&order, (stream, peer)) {
+            // Every lane's queue is full: wait for the one that should have had it.
+            let lane = order[0];
+            tokio::select! {
+                () = &mut stopping => return,
+                _ = lane.connections.send((stream, peer, Held::new(&lane.open))) => {}
+            }
+        }
     }
+}
+
+/// Offers a connection to `lanes` in order; gives it back if every queue is full.
+fn offer(
+    lanes: &[&Dealer],
+    mut connection: (std::net::TcpStream, SocketAddr),
+) -> Option<(std::net::TcpStream, SocketAddr)> {
+    use tokio::sync::mpsc::error::TrySendError;
+    for lane in lanes {
+        match lane.connections.try_send((connection.0, connection.1, Held::new(&lane.open))) {
+            Ok(()) => return None,
+            Err(TrySendError::Full((stream, peer, _)) | TrySendError::Closed((stream, peer, _))) => {
+                connection = (stream, peer)
+            }
+        }
+    }
+    Some(connection)
 }
 
 /// One lane: takes over the connections dealt to it on its own runtime, runs their TLS
@@ -172,7 +252,7 @@ async fn adopt(
     ready: mpsc::Sender<(Conn, SocketAddr)>,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, held) = tokio::select! {
             () = ready.closed() => return,
             next = dealt.recv() => match next {
                 Some(next) => next,
@@ -186,7 +266,7 @@ async fn adopt(
                 continue;
             }
         };
-        if !tls::admit(stream, peer, tls.as_ref(), tls::Protocol::Grpc, &ready).await {
+        if !tls::admit(stream, peer, Some(held), tls.as_ref(), tls::Protocol::Grpc, &ready).await {
             return;
         }
     }

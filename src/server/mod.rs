@@ -668,9 +668,11 @@ pub async fn run(
     // The servers return once every connection has closed, and a connection that never sent a
     // request (or holds a health watch open) never does. Requests end within the request
     // timeout, so once it has passed after the signal, the connections left are closed.
+    // The Authorizer's lanes close their own connections at `drain`; waiting a little longer
+    // lets them finish, and their last decisions reach the audit log before it is flushed.
     let drained = async move {
         lanes::stopped(stop_rx).await;
-        tokio::time::sleep(drain).await;
+        tokio::time::sleep(drain + LANES_CLOSE_MARGIN).await;
     };
     let servers = tokio::select! {
         results = async { tokio::join!(authorizer_server, admin_server, query_server) } => Some(results),
@@ -726,6 +728,9 @@ impl GrpcLimits {
             .layer(request_id::RequestIdLayer)
     }
 }
+
+/// How long the process waits at shutdown, past the drain deadline, for the Authorizer's lanes.
+const LANES_CLOSE_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long after the request timeout connections are given to close at shutdown.
 const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);

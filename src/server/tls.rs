@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
+use super::lanes::Held;
+
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections accepted but not yet taken by the server.
@@ -169,7 +171,13 @@ impl Tls {
 }
 
 /// An accepted connection, with or without TLS.
-pub enum Conn {
+pub struct Conn {
+    io: Io,
+    /// Counts the connection on the serving thread it was dealt to, for as long as it is open.
+    _held: Option<Held>,
+}
+
+enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -180,32 +188,32 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Conn::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Conn::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Conn::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Conn::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 
@@ -214,16 +222,16 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Conn::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(stream) => stream.is_write_vectored(),
-            Conn::Tls(stream) => stream.is_write_vectored(),
+        match &self.io {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
         }
     }
 }
@@ -232,9 +240,9 @@ impl Connected for Conn {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match self {
-            Conn::Plain(stream) => stream.connect_info(),
-            Conn::Tls(stream) => stream.get_ref().0.connect_info(),
+        match &self.io {
+            Io::Plain(stream) => stream.connect_info(),
+            Io::Tls(stream) => stream.get_ref().0.connect_info(),
         }
     }
 }
@@ -253,7 +261,7 @@ pub fn accept(
                 _ = ready.closed() => return,
                 accepted = accept_tcp(&listener) => accepted,
             };
-            if !admit(stream, peer, tls.as_ref(), protocol, &ready).await {
+            if !admit(stream, peer, None, tls.as_ref(), protocol, &ready).await {
                 return;
             }
         }
@@ -283,23 +291,26 @@ pub async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// Hands an accepted connection to the server through `ready`: at once without TLS, after its
 /// handshake with it, run in a task of its own so that a slow or hostile client cannot hold up
-/// the others. False once the server has stopped taking connections.
+/// the others. `held` goes with the connection and is dropped with it. False once the server has
+/// stopped taking connections.
 pub async fn admit(
     stream: TcpStream,
     peer: SocketAddr,
+    held: Option<Held>,
     tls: Option<&Arc<Tls>>,
     protocol: Protocol,
     ready: &mpsc::Sender<(Conn, SocketAddr)>,
 ) -> bool {
     let Some(tls) = tls else {
-        return ready.send((Conn::Plain(stream), peer)).await.is_ok();
+        return ready.send((Conn { io: Io::Plain(stream), _held: held }, peer)).await.is_ok();
     };
     let acceptor = tls.acceptor(protocol);
     let ready = ready.clone();
     tokio::spawn(async move {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
-                let _ = ready.send((Conn::Tls(Box::new(stream)), peer)).await;
+                let connection = Conn { io: Io::Tls(Box::new(stream)), _held: held };
+                let _ = ready.send((connection, peer)).await;
             }
             Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
             Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
