@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Sidecar, create_user, decision, entity, path, request, swap_link, temp_dir, write_bundle};
+use common::{
+    Sidecar, attachment, create_user, decision, entity, path, request, swap_link, temp_dir, write_bundle,
+};
 use iamd::proto::{self, Decision};
 use tonic::Code;
 use tonic_health::pb::{
@@ -58,11 +60,7 @@ async fn admin_writes_are_seen_by_the_next_decision() {
 
     // The sample bundle's ReportsReadOnly uses ${aws:username}: iamd fills it from the store.
     admin
-        .attach_user_policy(proto::AttachmentRequest {
-            name: "alice".into(),
-            policy_arn: "arn:aws:iam::111122223333:policy/ReportsReadOnly".into(),
-            account_id: String::new(),
-        })
+        .attach_user_policy(attachment("alice", "arn:aws:iam::111122223333:policy/ReportsReadOnly"))
         .await
         .unwrap();
     assert_eq!(decision(&authorizer.authorize(read.clone()).await.unwrap().into_inner()), Decision::Allow);
@@ -277,11 +275,7 @@ async fn admin_errors_carry_aws_codes() {
     assert_eq!(error_code(&malformed), "MalformedPolicyDocument");
     assert!(malformed.message().contains("no `Resource`"), "{}", malformed.message());
     let not_attachable = admin
-        .attach_user_policy(proto::AttachmentRequest {
-            name: "alice".into(),
-            policy_arn: "arn:aws:iam::111122223333:policy/Nope".into(),
-            account_id: String::new(),
-        })
+        .attach_user_policy(attachment("alice", "arn:aws:iam::111122223333:policy/Nope"))
         .await
         .unwrap_err();
     assert_eq!(error_code(&not_attachable), "NoSuchEntity");
@@ -398,14 +392,7 @@ async fn bundle_hot_reload_under_load_never_fails_or_mixes() {
     let sidecar = Sidecar::start(data.path(), Some(&link), &["--no-audit"]);
     let mut admin = sidecar.admin().await;
     admin.create_user(create_user("alice")).await.unwrap();
-    admin
-        .attach_user_policy(proto::AttachmentRequest {
-            name: "alice".into(),
-            policy_arn: "arn:aws:iam::111122223333:policy/App".into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap();
+    admin.attach_user_policy(attachment("alice", "arn:aws:iam::111122223333:policy/App")).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicU64::new(0));
@@ -788,11 +775,7 @@ async fn worker_threads_each_serve_their_share_of_connections_and_stop_on_sigter
     let mut admin = sidecar.admin().await;
     admin.create_user(create_user("alice")).await.unwrap();
     admin
-        .attach_user_policy(proto::AttachmentRequest {
-            name: "alice".into(),
-            policy_arn: "arn:aws:iam::111122223333:policy/ReportsReadOnly".into(),
-            account_id: String::new(),
-        })
+        .attach_user_policy(attachment("alice", "arn:aws:iam::111122223333:policy/ReportsReadOnly"))
         .await
         .unwrap();
     let mut clients = Vec::new();

@@ -312,13 +312,7 @@ impl Sidecar {
             .await
             .unwrap();
         for arn in policy_arns {
-            root.attach_user_policy(proto::AttachmentRequest {
-                name: name.into(),
-                policy_arn: arn.to_string(),
-                account_id: String::new(),
-            })
-            .await
-            .unwrap();
+            root.attach_user_policy(attachment(name, arn)).await.unwrap();
         }
         let key = root
             .create_access_key(proto::AccessKeyOwner { user_name: name.into(), account_id: String::new() })
@@ -349,6 +343,15 @@ pub fn decision(response: &iamd::proto::AuthorizeResponse) -> iamd::proto::Decis
 
 pub fn create_user(name: &str) -> iamd::proto::CreateUserRequest {
     iamd::proto::CreateUserRequest { user_name: name.into(), ..Default::default() }
+}
+
+/// Attaches the managed policy `policy_arn` to user `name` of the caller's account.
+pub fn attachment(name: &str, policy_arn: &str) -> iamd::proto::AttachmentRequest {
+    iamd::proto::AttachmentRequest {
+        name: name.into(),
+        policy_arn: policy_arn.into(),
+        account_id: String::new(),
+    }
 }
 
 pub fn entity(name: &str) -> iamd::proto::EntityRequest {
